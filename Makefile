@@ -1,0 +1,36 @@
+# Quickstart: `make train` and `make test` on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup train test test-fast bench validate clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+train: $(STAMP)
+	$(PY) -m segjax.train --config=configs/boundary.py $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(ARGS)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" $(ARGS)
+
+validate: $(STAMP)
+	$(PY) tools/validate_migration.py
+
+bench: $(STAMP)
+	$(PY) tools/bench_losses.py
+	$(PY) tools/bench_metrics.py
+	$(PY) tools/bench_train.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

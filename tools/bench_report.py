@@ -1,0 +1,57 @@
+"""Shared helpers for the benchmark tools: machine description and BENCHMARKS.md sections."""
+
+import os
+import pathlib
+import platform
+import re
+import statistics
+import time
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+BENCHMARKS_MD = REPO_ROOT / "BENCHMARKS.md"
+_HEADER = (
+    "# Benchmarks\n\n"
+    "Every table below is written by the tool named in its heading; "
+    "`make bench` reruns them all.\n"
+)
+
+
+def machine_description() -> str:
+  """One line naming the CPU, core count, Python and JAX versions."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open("/proc/cpuinfo") as f:
+      names = [l.split(":", 1)[1].strip() for l in f if l.startswith("model name")]
+    if names:
+      cpu = names[0]
+  except OSError:
+    pass
+  return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+          f"jax {jax.__version__}, backend {jax.default_backend()}")
+
+
+def median_seconds(fn, *, repeats: int, warmup: int = 2) -> float:
+  """Median wall time of `fn()` (which must block on its result) over repeats."""
+  for _ in range(warmup):
+    fn()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def write_section(name: str, body: str) -> None:
+  """Replaces (or appends) the section `name` of BENCHMARKS.md with `body`."""
+  text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else _HEADER
+  start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+  block = f"{start}\n{body.rstrip()}\n{end}"
+  pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
+  if pattern.search(text):
+    text = pattern.sub(lambda _: block, text)
+  else:
+    text = text.rstrip() + "\n\n" + block + "\n"
+  BENCHMARKS_MD.write_text(text)

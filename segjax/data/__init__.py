@@ -1,0 +1,43 @@
+"""segjax input data: readers, the embedded pydoc corpus, tokenizer, batches.
+
+Typical use (what the trainer does):
+
+  splits = data.load_splits(config.data)
+  tokenizer = data.Tokenizer.from_config(config.data)
+  train_iter = data.make_train_iterator(
+      splits["train"], tokenizer, global_batch_size=..., max_sentences=...,
+      seed=config.seed, process_index=jax.process_index(),
+      process_count=jax.process_count())
+  eval_batches = data.make_eval_batches(splits["dev"], tokenizer, ...)
+"""
+
+from segjax.data.documents import choi_text
+from segjax.data.documents import DataError
+from segjax.data.documents import detect_format
+from segjax.data.documents import Document
+from segjax.data.documents import read_choi_dir
+from segjax.data.documents import read_jsonl
+from segjax.data.documents import read_wiki727k_dir
+from segjax.data.documents import ReadResult
+from segjax.data.documents import write_choi_dir
+from segjax.data.pipeline import boundary_labels
+from segjax.data.pipeline import document_lengths
+from segjax.data.pipeline import document_windows
+from segjax.data.pipeline import gather_windows
+from segjax.data.pipeline import IGNORE_INDEX
+from segjax.data.pipeline import local_rows
+from segjax.data.pipeline import make_eval_batches
+from segjax.data.pipeline import make_train_iterator
+from segjax.data.pipeline import pad_documents
+from segjax.data.pipeline import padded_gold_and_mask
+from segjax.data.pipeline import sentence_labels
+from segjax.data.pipeline import stitch_window_probs
+from segjax.data.pipeline import tokenize_windows
+from segjax.data.pipeline import Window
+from segjax.data.pipeline import window_starts
+from segjax.data.pipeline import WindowTable
+from segjax.data.pydoc_corpus import pydoc_documents
+from segjax.data.splits import hold_out
+from segjax.data.splits import load_splits
+from segjax.data.text import split_sentences
+from segjax.data.text import Tokenizer

@@ -1,0 +1,295 @@
+"""Documents and the readers/writers of the supported on-disk formats.
+
+Every reader returns the documents it found and how many empty documents it
+skipped, and raises `DataError` naming the file and line of malformed input.
+Document names are paths relative to the folder read (plus `:line` for
+JSONL), so they do not depend on where a dataset is stored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import re
+from typing import Callable, Iterable, NamedTuple, Sequence
+
+CHOI_SEPARATOR = "=========="
+WIKI_HEADER_PREFIX = "========"
+WIKI_LIST_MARKER = "***LIST***"
+
+_WIKI_HEADER = re.compile(r"========,(?P<level>[^,]*),(?P<title>.*)")
+
+PathLike = str | os.PathLike
+
+
+class DataError(ValueError):
+  """Malformed or missing input data; the message names file and line."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Document:
+  """A document: segments of sentences, and a name for messages.
+
+  Attributes:
+    segments: the segments in order, each a non-empty tuple of sentences.
+    name: where the document came from (relative file path, `file:line`, or
+      a generated id).
+  """
+
+  segments: tuple[tuple[str, ...], ...]
+  name: str = ""
+
+  def __post_init__(self):
+    # Accept lists for convenience but store tuples, so documents are
+    # immutable and safe to share between splits and caches.
+    object.__setattr__(
+        self, "segments", tuple(tuple(segment) for segment in self.segments)
+    )
+
+  @classmethod
+  def from_sentences(cls, sentences: Sequence[str], name: str = "") -> Document:
+    """An unsegmented document (one segment), e.g. raw text at inference."""
+    return cls(segments=(tuple(sentences),) if sentences else (), name=name)
+
+  @property
+  def sentences(self) -> list[str]:
+    """All sentences in order."""
+    return [sentence for segment in self.segments for sentence in segment]
+
+  @property
+  def num_sentences(self) -> int:
+    return sum(len(segment) for segment in self.segments)
+
+
+class ReadResult(NamedTuple):
+  """What a reader found: the documents and the number of empty ones skipped."""
+
+  documents: list[Document]
+  num_skipped: int
+
+
+def _decode(data: bytes, path: pathlib.Path) -> str:
+  """UTF-8 text of a file's bytes, or a DataError naming the bad line."""
+  try:
+    return data.decode("utf-8-sig")
+  except UnicodeDecodeError as e:
+    line = data[:e.start].count(b"\n") + 1
+    raise DataError(f"{path}:{line}: not valid UTF-8 ({e.reason})") from None
+
+
+def _read_lines(path: pathlib.Path) -> list[str]:
+  """The lines of a UTF-8 text file, without line endings."""
+  return _decode(path.read_bytes(), path).splitlines()
+
+
+def _data_files(root: pathlib.Path, suffix: str = "") -> list[pathlib.Path]:
+  """Regular files under `root` (recursively) in sorted order, hidden skipped.
+
+  Sorting makes the document order, and everything derived from it, the same
+  on every machine.
+  """
+  if not root.is_dir():
+    raise DataError(f"{root}: not a directory")
+  files = sorted(
+      p for p in root.rglob("*")
+      if p.is_file()
+      and p.name.endswith(suffix)
+      and not any(part.startswith(".") for part in p.relative_to(root).parts)
+  )
+  if not files:
+    raise DataError(f"{root}: no data files found")
+  return files
+
+
+def _closed(segments: list[tuple[str, ...]], current: list[str]) -> None:
+  """Appends the current segment (if it has sentences) and empties it."""
+  if current:
+    segments.append(tuple(current))
+    current.clear()
+
+
+def choi_segments(
+    lines: Iterable[str], path: PathLike
+) -> list[tuple[str, ...]]:
+  """Segments of one Choi-format file: sentences between `==========` lines."""
+  del path  # Every line of a decodable Choi file is valid.
+  segments, current = [], []
+  for line in lines:
+    text = line.strip()
+    if text.startswith(CHOI_SEPARATOR):
+      _closed(segments, current)
+    elif text:
+      current.append(text)
+  _closed(segments, current)
+  return segments
+
+
+def wiki727k_segments(
+    lines: Iterable[str], path: PathLike
+) -> list[tuple[str, ...]]:
+  """Segments of one Wiki-727K file; `========,<level>,<title>.` starts one.
+
+  `***LIST***` placeholder lines are dropped, and so are sections without a
+  sentence of their own (a header directly followed by a sub-header).
+  """
+  segments, current = [], []
+  for line_number, line in enumerate(lines, start=1):
+    text = line.strip()
+    if text.startswith(WIKI_HEADER_PREFIX):
+      match = _WIKI_HEADER.fullmatch(text)
+      if match is None:
+        raise DataError(
+            f"{path}:{line_number}: malformed section header {text!r}; "
+            "expected '========,<level>,<title>.'"
+        )
+      level = match["level"].strip()
+      if not level.isdecimal() or int(level) < 1:
+        raise DataError(
+            f"{path}:{line_number}: section level {level!r} is not a positive"
+            " integer"
+        )
+      _closed(segments, current)
+    elif text and text != WIKI_LIST_MARKER:
+      current.append(text)
+  _closed(segments, current)
+  return segments
+
+
+def _read_dir(
+    path: PathLike,
+    parse: Callable[[list[str], pathlib.Path], list[tuple[str, ...]]],
+) -> ReadResult:
+  """Reads a folder of one-document-per-file data with `parse`."""
+  root = pathlib.Path(path)
+  documents, num_skipped = [], 0
+  for file in _data_files(root):
+    segments = parse(_read_lines(file), file)
+    if segments:
+      name = file.relative_to(root).as_posix()
+      documents.append(Document(segments, name=name))
+    else:
+      num_skipped += 1
+  return ReadResult(documents, num_skipped)
+
+
+def read_choi_dir(path: PathLike) -> ReadResult:
+  """Reads a folder of Choi-format files (searched recursively)."""
+  return _read_dir(path, choi_segments)
+
+
+def read_wiki727k_dir(path: PathLike) -> ReadResult:
+  """Reads a folder of Wiki-727K files (searched recursively)."""
+  return _read_dir(path, wiki727k_segments)
+
+
+def _json_segments(line: str, where: str) -> list[tuple[str, ...]]:
+  """Non-empty segments of a JSONL record `{"segments": [[str, ...], ...]}`."""
+  try:
+    record = json.loads(line)
+  except json.JSONDecodeError as e:
+    raise DataError(f"{where}: not valid JSON ({e.msg})") from None
+  if not isinstance(record, dict) or "segments" not in record:
+    raise DataError(f'{where}: expected an object with a "segments" key')
+  segments = record["segments"]
+  if not isinstance(segments, list) or not all(
+      isinstance(segment, list) and all(isinstance(s, str) for s in segment)
+      for segment in segments
+  ):
+    raise DataError(f'{where}: "segments" must be a list of lists of strings')
+  cleaned = [tuple(s.strip() for s in seg if s.strip()) for seg in segments]
+  return [segment for segment in cleaned if segment]
+
+
+def read_jsonl(path: PathLike) -> ReadResult:
+  """Reads JSONL documents from a file or a folder of `*.jsonl` files.
+
+  Each non-blank line is one document, `{"segments": [["sentence", ...], ...]}`;
+  other keys are ignored. Empty sentences and segments are dropped.
+  """
+  path = pathlib.Path(path)
+  root, files = (path, _data_files(path, ".jsonl")) if path.is_dir() else (
+      path.parent, [path])
+  documents, num_skipped = [], 0
+  for file in files:
+    if not file.is_file():
+      raise DataError(f"{file}: no such file")
+    name = file.relative_to(root).as_posix()
+    for line_number, line in enumerate(_read_lines(file), start=1):
+      if not line.strip():
+        continue
+      segments = _json_segments(line, f"{file}:{line_number}")
+      if segments:
+        documents.append(Document(segments, name=f"{name}:{line_number}"))
+      else:
+        num_skipped += 1
+  return ReadResult(documents, num_skipped)
+
+
+def choi_text(document: Document) -> str:
+  """A document in Choi format: segments framed by `==========` lines."""
+  lines = [CHOI_SEPARATOR]
+  for segment in document.segments:
+    for sentence in segment:
+      line = " ".join(sentence.split())
+      if line.startswith(CHOI_SEPARATOR) or not line:
+        raise ValueError(
+            f"{document.name}: sentence {sentence!r} cannot be written in Choi"
+            " format"
+        )
+      lines.append(line)
+    lines.append(CHOI_SEPARATOR)
+  return "\n".join(lines) + "\n"
+
+
+def write_choi_dir(
+    documents: Iterable[Document], path: PathLike
+) -> list[pathlib.Path]:
+  """Writes documents as a folder of Choi-format files `00000.ref`, ...
+
+  Sentences are written one per line with their whitespace normalised, so
+  `read_choi_dir` gives the documents back (with file names as names).
+
+  Returns:
+    The files written, in document order.
+  """
+  root = pathlib.Path(path)
+  root.mkdir(parents=True, exist_ok=True)
+  files = []
+  for index, document in enumerate(documents):
+    file = root / f"{index:05d}.ref"
+    file.write_text(choi_text(document), encoding="utf-8")
+    files.append(file)
+  return files
+
+
+def detect_format(path: PathLike) -> str:
+  """Which reader fits a split folder or file: "jsonl", "choi" or "wiki727k"."""
+  path = pathlib.Path(path)
+  if path.suffix == ".jsonl" or (
+      path.is_dir() and next(path.rglob("*.jsonl"), None) is not None
+  ):
+    return "jsonl"
+  # The first few files decide; a corpus does not mix formats.
+  for file in _data_files(path)[:10]:
+    for line in _read_lines(file):
+      text = line.strip()
+      if text.startswith(CHOI_SEPARATOR):
+        return "choi"
+      if text.startswith(WIKI_HEADER_PREFIX + ","):
+        return "wiki727k"
+      if text:
+        break
+  raise DataError(
+      f"{path}: cannot detect the format (no file starts with a Choi "
+      f"'{CHOI_SEPARATOR}' or Wiki-727K '{WIKI_HEADER_PREFIX},' line and "
+      "there are no .jsonl files); set data.source explicitly"
+  )
+
+
+READERS: dict[str, Callable[[PathLike], ReadResult]] = {
+    "choi": read_choi_dir,
+    "wiki727k": read_wiki727k_dir,
+    "jsonl": read_jsonl,
+}

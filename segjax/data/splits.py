@@ -1,0 +1,151 @@
+"""`load_splits`: the train/dev/test documents a data config asks for."""
+
+from __future__ import annotations
+
+import hashlib
+import pathlib
+from typing import Any, Sequence
+
+from absl import logging
+
+from segjax.data import documents as documents_lib
+from segjax.data import pydoc_corpus
+from segjax.data.documents import DataError, Document
+
+SPLITS = ("train", "dev", "test")
+SOURCES = ("pydoc", "choi", "wiki727k", "jsonl", "auto")
+
+
+def _name_rank(document: Document) -> bytes:
+  """A stable pseudo-random sort key of a document, from its name only."""
+  return hashlib.blake2b(document.name.encode("utf-8"), digest_size=8).digest()
+
+
+def hold_out(
+    documents: Sequence[Document], fraction: float
+) -> tuple[list[Document], list[Document]]:
+  """Splits `documents` into (kept, held out) deterministically.
+
+  The held-out documents are the `round(fraction * n)` (at least one when
+  0 < fraction and n >= 2) whose names hash lowest. The choice depends only on
+  the names, not on the seed, the file order or where the data are stored;
+  both parts keep the input order.
+  """
+  if not 0 <= fraction < 1:
+    raise ValueError(f"dev_fraction must be in [0, 1), got {fraction}")
+  count = round(fraction * len(documents))
+  if fraction > 0 and len(documents) >= 2:
+    count = max(count, 1)
+  held = {id(doc) for doc in sorted(documents, key=_name_rank)[:count]}
+  return (
+      [doc for doc in documents if id(doc) not in held],
+      [doc for doc in documents if id(doc) in held],
+  )
+
+
+def _split_path(
+    root: pathlib.Path, split: str, source: str
+) -> pathlib.Path | None:
+  """Where a split lives under `root`: `split/`, or `split.jsonl` for JSONL."""
+  if (root / split).is_dir():
+    return root / split
+  if source in ("jsonl", "auto") and (root / f"{split}.jsonl").is_file():
+    return root / f"{split}.jsonl"
+  return None
+
+
+def _read_split(path: pathlib.Path, source: str) -> documents_lib.ReadResult:
+  """Reads one split folder (or JSONL file) with the reader for `source`."""
+  if source == "auto":
+    source = documents_lib.detect_format(path)
+    logging.info("Detected %s format in %s", source, path)
+  return documents_lib.READERS[source](path)
+
+
+def _file_splits(
+    path: str, source: str, dev_fraction: float
+) -> tuple[dict[str, list[Document]], dict[str, int], bool]:
+  """Documents per split from a dataset folder, skipped counts, dev held out."""
+  root = pathlib.Path(path)
+  if not path or not root.is_dir():
+    raise DataError(f"data.path {path!r} is not a directory")
+  locations = {split: _split_path(root, split, source) for split in SPLITS}
+  if locations["train"] is None:
+    jsonl_layout = (
+        " or train.jsonl, dev.jsonl, test.jsonl"
+        if source in ("jsonl", "auto") else ""
+    )
+    raise DataError(
+        f"{root}: no train/ folder (expected train/, dev/, test/{jsonl_layout})"
+    )
+  splits, skipped = {}, {}
+  for split, location in locations.items():
+    if location is None:
+      splits[split], skipped[split] = [], 0
+    else:
+      splits[split], skipped[split] = _read_split(location, source)
+  held_out = locations["dev"] is None
+  if held_out:
+    splits["train"], splits["dev"] = hold_out(splits["train"], dev_fraction)
+    logging.warning(
+        "%s has no dev split: holding out %d of %d training documents "
+        "(data.dev_fraction=%g, chosen by a hash of the document names)",
+        root, len(splits["dev"]), len(splits["dev"]) + len(splits["train"]),
+        dev_fraction,
+    )
+  if locations["test"] is None:
+    logging.warning("%s has no test split; the test set is empty", root)
+  return splits, skipped, held_out
+
+
+def load_splits(data_config: Any) -> dict[str, list[Document]]:
+  """The train/dev/test documents described by a data config.
+
+  Keys read (missing ones take the defaults in brackets):
+    source ("pydoc"): "pydoc" (the embedded corpus, see `pydoc_corpus`),
+      "choi", "wiki727k", "jsonl", or "auto" (detect from the files).
+    path (""): for file sources, a folder with train/, dev/ and test/
+      subfolders (for JSONL also train.jsonl, dev.jsonl, test.jsonl).
+    dev_fraction (0.1): without a dev split, this share of train is held
+      out as dev, chosen by document name (independent of the seed).
+    max_documents (0): keep at most this many documents per split (the
+      first ones, in file order); 0 keeps all.
+
+  Returns:
+    {"train": [...], "dev": [...], "test": [...]}.
+
+  Raises:
+    DataError: missing folders or malformed files (naming file and line).
+    ValueError: an unknown source.
+  """
+  source = getattr(data_config, "source", "pydoc")
+  if source not in SOURCES:
+    raise ValueError(
+        f"unknown data.source {source!r}; expected one of {SOURCES}"
+    )
+  max_documents = int(getattr(data_config, "max_documents", 0) or 0)
+  if source == "pydoc":
+    splits = {
+        split: pydoc_corpus.pydoc_documents(split, max_documents or None)
+        for split in SPLITS
+    }
+    skipped, held_out = dict.fromkeys(SPLITS, 0), False
+  else:
+    splits, skipped, held_out = _file_splits(
+        str(getattr(data_config, "path", "") or ""), source,
+        float(getattr(data_config, "dev_fraction", 0.1)),
+    )
+    if max_documents:
+      splits = {split: docs[:max_documents] for split, docs in splits.items()}
+  for split in SPLITS:
+    docs = splits[split]
+    logging.info(
+        "Data %s/%s: %d documents, %d segments, %d sentences, %d empty "
+        "skipped%s", source, split, len(docs),
+        sum(len(doc.segments) for doc in docs),
+        sum(doc.num_sentences for doc in docs), skipped[split],
+        " (held out from train)" if split == "dev" and held_out else "",
+    )
+  if not splits["train"]:
+    raise DataError(f"data.source={source!r}: the train split has no documents")
+  return splits

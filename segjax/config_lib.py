@@ -1,0 +1,104 @@
+"""Shared pieces of the config files in `configs/`: base sections and variants.
+
+A config file defines its own `loss` section and its variants; everything
+else (seed, data, model, optim, train, parallel) starts from `base_config()`.
+The `arg` of `get_config(arg)` is a comma-separated list of variant names and
+switches, e.g. `configs/boundary.py:aggressive,smoke`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import ml_collections
+
+# A tiny, fast run for tests and a first look: `configs/boundary.py:smoke`.
+SMOKE_OVERRIDES = {
+    "data.max_documents": 64,
+    "model.embed_dim": 32,
+    "model.hidden_dim": 32,
+    "model.mlp_dim": 64,
+    "model.num_layers": 1,
+    "train.batch_size": 8,
+    "train.num_steps": 20,
+    "train.log_every": 5,
+    "train.eval_every": 10,
+    "train.checkpoint_every": 10,
+}
+SWITCHES = {"smoke": SMOKE_OVERRIDES}
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every section but `loss`, with the defaults of the embedded pydoc run."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  config.data = ml_collections.ConfigDict()
+  config.data.source = "pydoc"  # pydoc | choi | wiki727k | jsonl | auto
+  config.data.path = ""  # folder with train/ dev/ test/ (not for pydoc)
+  config.data.dev_fraction = 0.1  # held out of train when there is no dev/
+  config.data.max_documents = 0  # per split; 0 = all
+  config.data.num_buckets = 2**15  # hashed token vocabulary
+  config.data.max_tokens = 32  # tokens per sentence
+  config.data.lowercase = True
+  config.data.max_sentences = 64  # sentences per window
+  config.data.train_stride = 0  # 0 = max_sentences (no overlap)
+  config.data.eval_stride = 0  # 0 = max_sentences // 2
+
+  config.model = ml_collections.ConfigDict()
+  config.model.sentence_encoder = "pool"  # pool | transformer
+  config.model.sentence_layers = 1
+  config.model.document_encoder = "transformer"  # transformer | bilstm
+  config.model.embed_dim = 64
+  config.model.hidden_dim = 128
+  config.model.num_layers = 2
+  config.model.num_heads = 4
+  config.model.mlp_dim = 256
+  config.model.dropout_rate = 0.1
+  config.model.cohesion_window = 3  # 0 disables the lexical-cohesion features
+  config.model.dtype = "float32"  # bfloat16 on TPU
+
+  config.optim = ml_collections.ConfigDict()
+  config.optim.learning_rate = 1e-3
+  config.optim.warmup_steps = 50
+  config.optim.weight_decay = 0.01
+  config.optim.b1 = 0.9
+  config.optim.b2 = 0.98
+  config.optim.grad_clip_norm = 1.0
+
+  config.train = ml_collections.ConfigDict()
+  config.train.batch_size = 32  # global, split over all devices
+  config.train.eval_batch_size = 32
+  config.train.num_steps = 600
+  config.train.log_every = 25
+  config.train.eval_every = 100
+  config.train.checkpoint_every = 100
+  config.train.keep_checkpoints = 2
+  config.train.best_metric = "val_window_diff"
+  config.train.best_mode = "min"  # min | max
+
+  config.parallel = ml_collections.ConfigDict()
+  config.parallel.mode = "pmap"  # pmap | shard_map
+  return config
+
+
+def apply_arg(config: ml_collections.ConfigDict, arg: str | None,
+              variants: Mapping[str, Mapping[str, Any]], *,
+              config_file: str) -> ml_collections.ConfigDict:
+  """Applies the comma-separated variants and switches named in `arg`.
+
+  Raises:
+    ValueError: an unknown name, listing the valid ones.
+  """
+  for name in filter(None, (arg or "").split(",")):
+    overrides = variants.get(name, SWITCHES.get(name))
+    if overrides is None:
+      valid = sorted(variants) + sorted(SWITCHES)
+      raise ValueError(
+          f"{config_file}: unknown variant {name!r}; valid variants: "
+          f"{', '.join(valid)}")
+    for dotted_key, value in overrides.items():
+      section, key = dotted_key.rsplit(".", 1)
+      config[section][key] = value
+  return config

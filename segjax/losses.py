@@ -1,0 +1,608 @@
+"""Segmentation losses: the legacy cross-entropy and the boundary-aware cross-entropy.
+
+Both losses follow `SPEC.md` sections 2-5 exactly. Notation for one sequence
+(`m` valid mask, `lp` float32 log-softmax, `w` class weights, `eps` label
+smoothing, `C` classes):
+
+    l_t = (1 - eps) * w[y_t] * (-lp_t[y_t]) + (eps / C) * sum_c w_c * (-lp_t[c])
+
+which is PyTorch's per-token `cross_entropy(weight=w, label_smoothing=eps)`.
+
+Every mean is over the valid tokens of the whole (global) batch: each loss is
+built from a per-sequence function returning (numerator, denominator) pairs,
+vmapped over the batch; the pairs are summed, `psum`-ed over `axis_name` when
+given, and divided once. A batch without a valid token gives 0 and zero
+gradients.
+
+Layout: the class axis is minor and tiny (C = 2 for boundaries), and XLA:CPU
+vectorises reductions over a size-2 minor axis poorly. All arithmetic below
+therefore works on the C per-class planes `logits[..., c]` (each [T]), combined
+elementwise with a Python loop over the static C; no op ever reduces over the
+class axis.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+from absl import logging
+from jax.experimental import checkify
+
+LossFn = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
+Pairs = dict[str, tuple[jax.Array, jax.Array]]
+
+_TINY = float(jnp.finfo(jnp.float32).tiny)
+
+
+# ----------------------------------------------------------------------------
+# Per-token quantities.
+# ----------------------------------------------------------------------------
+
+
+class _Smoothing(NamedTuple):
+  """Static hyperparameters of the per-token terms (hashable, for custom_vjp)."""
+
+  label_smoothing: float
+  class_weights: tuple[float, ...]
+  conf_threshold: float
+  # The legacy loss needs neither over-confidence nor jumps: skip their work.
+  with_boundary_terms: bool
+
+
+class _TokenTerms(NamedTuple):
+  """Per-token float32 terms of one sequence; garbage-free but not masked."""
+
+  ce: jax.Array  # l_t, [T]
+  entropy: jax.Array  # H_t, [T]
+  overconfidence: jax.Array  # relu(max_c p_t[c] - conf_threshold), [T]
+  jump: jax.Array  # 0.5 ||p_t - p_{t-1}||^2 for t >= 1, [T - 1]
+
+
+def _softmax_planes(logits: jax.Array, labels: jax.Array, ignore_index: int):
+  """Class planes of log-probabilities and probabilities of a [T, C] sequence.
+
+  The class axis is minor and tiny (C = 2 for boundaries), and XLA:CPU
+  vectorises reductions over it poorly, so everything works on the C planes
+  [T] combined elementwise (a Python loop over the static C). Garbage (NaN,
+  inf, 1e30) at ignored positions is selected away before any arithmetic.
+  """
+  valid = labels != ignore_index
+  # bf16/fp16 are upcast to float32; float64 (gradient checks) is kept.
+  dtype = jnp.promote_types(logits.dtype, jnp.float32)
+  planes = [jnp.where(valid, logits[:, c].astype(dtype), 0.0)
+            for c in range(logits.shape[-1])]
+  # log-softmax as (x - max) - log(sum exp(x - max)): finite for finite logits.
+  top = functools.reduce(jnp.maximum, planes)
+  shifted = [x - top for x in planes]
+  exps = [jnp.exp(x) for x in shifted]
+  sum_exp = functools.reduce(jnp.add, exps)
+  log_sum_exp = jnp.log(sum_exp)
+  inv_sum = 1.0 / sum_exp
+  log_probs = [x - log_sum_exp for x in shifted]
+  probs = [e * inv_sum for e in exps]
+  # The top probability of a softmax is exp(0) / sum_exp.
+  return log_probs, probs, inv_sum
+
+
+def _terms_from_planes(log_probs, probs, top_prob, target, hp: _Smoothing):
+  num_classes = len(log_probs)
+  eps, weights = hp.label_smoothing, hp.class_weights
+  target_nll = -sum(jnp.where(target == c, lp, 0.0)
+                    for c, lp in enumerate(log_probs))
+  target_weight = _target_weight(target, weights)
+  smooth_nll = -sum(w * lp for w, lp in zip(weights, log_probs))
+  ce = ((1.0 - eps) * target_weight * target_nll
+        + (eps / num_classes) * smooth_nll)
+  entropy = -sum(p * lp for p, lp in zip(probs, log_probs))
+  if hp.with_boundary_terms:
+    overconfidence = jax.nn.relu(top_prob - hp.conf_threshold)
+    jump = 0.5 * sum(jnp.square(p[1:] - p[:-1]) for p in probs)
+  else:
+    overconfidence, jump = jnp.zeros_like(ce), jnp.zeros_like(ce[1:])
+  return _TokenTerms(ce, entropy, overconfidence, jump)
+
+
+def _target_weight(target: jax.Array, weights: Sequence[float]) -> jax.Array:
+  """w[y_t] as a select chain (a gather over a size-C axis is slow on CPU)."""
+  return sum(jnp.where(target == c, w, 0.0) for c, w in enumerate(weights))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _token_terms(logits: jax.Array, labels: jax.Array, ignore_index: int,
+                 hp: _Smoothing) -> _TokenTerms:
+  """Per-token CE, entropy, over-confidence and probability jumps of [T, C]."""
+  terms, _ = _token_terms_fwd(logits, labels, ignore_index, hp)
+  return terms
+
+
+def _token_terms_fwd(logits, labels, ignore_index, hp):
+  log_probs, probs, top_prob = _softmax_planes(logits, labels, ignore_index)
+  target = jnp.where(labels != ignore_index, labels, 0)
+  terms = _terms_from_planes(log_probs, probs, top_prob, target, hp)
+  residuals = (log_probs, probs, top_prob, terms.entropy, target,
+               labels != ignore_index, jnp.zeros((0,), logits.dtype))
+  return terms, residuals
+
+
+def _token_terms_bwd(ignore_index, hp, residuals, cotangents):
+  """Analytic VJP, elementwise over class planes.
+
+  Autodiff of the plane formulation makes XLA fuse every plane's gradient
+  into the final interleaving write and recompute all C of them per element
+  (C^2 work); the closed forms below keep the backward pass linear in C.
+  With softmax p and log-softmax lp, for logit j:
+    dl/dx_j   = (1 - eps) w_y (p_j - [j = y]) + (eps / C) (sum_c w_c p_j - w_j)
+    dH/dx_j   = -p_j (lp_j + H)
+    dtop/dx_j = top ([j = argmax] - p_j)
+    and a cotangent g on the probabilities pulls back to p_j (g_j - <g, p>).
+  """
+  del ignore_index
+  log_probs, probs, top_prob, entropy, target, valid, dtype_of = residuals
+  g_ce, g_entropy, g_over, g_jump = cotangents
+  num_classes = len(probs)
+  eps, weights = hp.label_smoothing, hp.class_weights
+
+  if hp.with_boundary_terms:
+    # Cotangent on the probabilities from the jumps between neighbours.
+    pulls = [g_jump * (p[1:] - p[:-1]) for p in probs]
+    g_probs = [jnp.pad(g, (1, 0)) - jnp.pad(g, (0, 1)) for g in pulls]
+    g_dot_p = sum(g * p for g, p in zip(g_probs, probs))
+    g_top = jnp.where(top_prob > hp.conf_threshold, g_over * top_prob, 0.0)
+  else:
+    g_probs, g_dot_p, g_top = [0.0] * len(probs), 0.0, 0.0
+
+  g_ce_target = g_ce * (1.0 - eps) * _target_weight(target, weights)
+  g_ce_smooth = g_ce * (eps / num_classes)
+  total_weight = sum(weights)
+  max_log_prob = functools.reduce(jnp.maximum, log_probs)
+  is_argmax_taken = jnp.zeros_like(valid)
+
+  grads = []
+  for c in range(num_classes):
+    p, lp = probs[c], log_probs[c]
+    is_target = target == c
+    # First maximal class, matching jnp.argmax on ties.
+    is_argmax = (lp == max_log_prob) & ~is_argmax_taken
+    is_argmax_taken = is_argmax_taken | is_argmax
+    grad = (g_ce_target * (p - is_target)
+            + g_ce_smooth * (total_weight * p - weights[c])
+            - g_entropy * p * (lp + entropy)
+            + g_top * (is_argmax - p)
+            + p * (g_probs[c] - g_dot_p))
+    grads.append(jnp.where(valid, grad, 0.0))
+  # Materialise the planes before interleaving them into [T, C].
+  grads = jax.lax.optimization_barrier(grads)
+  return jnp.stack(grads, axis=-1).astype(dtype_of.dtype), None
+
+
+_token_terms.defvjp(_token_terms_fwd, _token_terms_bwd)
+
+
+def _same_label_pairs(labels: jax.Array, valid: jax.Array):
+  """(transition, same) masks over t >= 1 for adjacent valid pairs, shape [T-1]."""
+  both_valid = valid[..., 1:] & valid[..., :-1]
+  changed = labels[..., 1:] != labels[..., :-1]
+  return both_valid & changed, both_valid & ~changed
+
+
+def boundary_positions(labels: jax.Array, *, ignore_index: int = -100,
+                       boundary_radius: int = 0) -> jax.Array:
+  """Boundary mask `b_t` of SPEC section 2 for labels [..., T] (bool).
+
+  `b_t = m_t & OR_{s in [t - r, t + 1 + r]} tr_s`, where `tr_s` marks a label
+  change between valid neighbours s-1 and s. The radius is static and small,
+  so the window is 2r + 2 shifted slices (elementwise, fused by XLA).
+  """
+  if boundary_radius < 0:
+    raise ValueError(f"boundary_radius must be >= 0, got {boundary_radius}")
+  valid = labels != ignore_index
+  transition, _ = _same_label_pairs(labels, valid)
+  # Pad so that position t sees tr_{t-r} .. tr_{t+1+r} (tr_0 = False, and
+  # out-of-range positions are False): tr_s sits at index s + r of `padded`.
+  pad = [(0, 0)] * (labels.ndim - 1)
+  padded = jnp.pad(transition, pad + [(boundary_radius + 1, boundary_radius + 1)])
+  length = labels.shape[-1]
+  near = functools.reduce(jnp.logical_or, [
+      padded[..., offset:offset + length]
+      for offset in range(2 * boundary_radius + 2)])
+  return valid & near
+  return valid & (count > 0)
+
+
+# ----------------------------------------------------------------------------
+# Per-sequence (numerator, denominator) pairs.
+# ----------------------------------------------------------------------------
+
+
+def _weighted_ce_pairs(logits, labels, *, ignore_index, label_smoothing,
+                       class_weights, conf_threshold=0.5,
+                       with_boundary_terms=False):
+  """Token terms plus the valid mask m_t and the target weight m_t w[y_t]."""
+  num_classes = logits.shape[-1]
+  weights = (tuple(float(w) for w in class_weights) if class_weights is not None
+             else (1.0,) * num_classes)
+  hp = _Smoothing(float(label_smoothing), weights, float(conf_threshold),
+                  with_boundary_terms)
+  terms = _token_terms(logits, labels, ignore_index, hp)
+  valid = labels != ignore_index
+  mask = valid.astype(jnp.float32)
+  target_weight = _target_weight(jnp.where(valid, labels, 0), weights) * mask
+  pairs = {
+      "ce": (jnp.sum(mask * terms.ce), jnp.sum(target_weight)),
+      "entropy": (jnp.sum(mask * terms.entropy), jnp.sum(mask)),
+  }
+  return pairs, terms, mask, target_weight
+
+
+def _sequence_cross_entropy_pairs(logits, labels, **hyperparameters) -> Pairs:
+  """Pairs of the legacy loss for one [T, C] sequence."""
+  pairs, *_ = _weighted_ce_pairs(logits, labels, **hyperparameters)
+  return pairs
+
+
+def _sequence_boundary_pairs(logits, labels, *, ignore_index, label_smoothing,
+                             class_weights, boundary_weight, boundary_radius,
+                             conf_threshold, use_boundary_as_primary) -> Pairs:
+  """Pairs of the boundary-aware loss for one [T, C] sequence."""
+  pairs, terms, mask, target_weight = _weighted_ce_pairs(
+      logits, labels, ignore_index=ignore_index,
+      label_smoothing=label_smoothing, class_weights=class_weights,
+      conf_threshold=conf_threshold, with_boundary_terms=True)
+  boundary = boundary_positions(
+      labels, ignore_index=ignore_index,
+      boundary_radius=boundary_radius).astype(jnp.float32)
+  if use_boundary_as_primary:
+    # u_t = 1 + (bw - 1) b_t reweights every valid token.
+    factor = mask + (boundary_weight - 1.0) * boundary
+    pairs["boundary_ce"] = (jnp.sum(factor * terms.ce),
+                            jnp.sum(factor * target_weight))
+  else:
+    pairs["boundary_only_ce"] = (jnp.sum(boundary * terms.ce),
+                                 jnp.sum(boundary * target_weight))
+  _, same = _same_label_pairs(labels, labels != ignore_index)
+  same = same.astype(jnp.float32)
+  pairs["consistency"] = (jnp.sum(same * terms.jump), jnp.sum(same))
+  pairs["confidence_penalty"] = (jnp.sum(mask * terms.overconfidence),
+                                 jnp.sum(mask))
+  pairs["boundary_fraction"] = (jnp.sum(boundary), jnp.sum(mask))
+  return pairs
+
+
+# ----------------------------------------------------------------------------
+# Batch reduction.
+# ----------------------------------------------------------------------------
+
+
+def _check_inputs(logits, labels) -> tuple[jax.Array, jax.Array]:
+  """Trace-time checks of ranks, shapes and dtypes, naming the argument."""
+  logits, labels = jnp.asarray(logits), jnp.asarray(labels)
+  chex.assert_rank(logits, {2, 3}, custom_message=(
+      "`logits` must be [B, T, C] or [T, C]"))
+  chex.assert_rank(labels, logits.ndim - 1, custom_message=(
+      f"`labels` must have rank {logits.ndim - 1} to match `logits` "
+      f"{logits.shape}"))
+  chex.assert_equal_shape_prefix((logits, labels), labels.ndim, custom_message=(
+      f"`labels` shape {labels.shape} must equal `logits` shape without its "
+      f"class axis, {logits.shape[:-1]}"))
+  if not jnp.issubdtype(labels.dtype, jnp.integer):
+    raise TypeError(f"`labels` must have an integer dtype, got {labels.dtype}")
+  if not jnp.issubdtype(logits.dtype, jnp.floating):
+    raise TypeError(f"`logits` must have a floating dtype, got {logits.dtype}")
+  if logits.shape[-1] < 2:
+    raise ValueError(f"`logits` needs at least 2 classes, got shape "
+                     f"{logits.shape}")
+  return logits, labels
+
+
+def _reduce_pairs(sequence_fn: Callable[..., Pairs], logits: jax.Array,
+                  labels: jax.Array, axis_name: str | None) -> Pairs:
+  """Sums per-sequence pairs over the batch (and the device axis)."""
+  if labels.ndim == 1:
+    pairs = sequence_fn(logits, labels)
+  else:
+    pairs = jax.tree.map(jnp.sum, jax.vmap(sequence_fn)(logits, labels))
+  if axis_name is not None:
+    pairs = jax.lax.psum(pairs, axis_name)
+  return pairs
+
+
+def _ratio(pair: tuple[jax.Array, jax.Array], floor: float) -> jax.Array:
+  numerator, denominator = pair
+  return numerator / jnp.maximum(denominator, floor)
+
+
+def cross_entropy_loss(
+    logits: jax.Array,
+    labels: jax.Array,
+    *,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    class_weights: Sequence[float] | None = None,
+    entropy_lambda: float = 0.0,
+    axis_name: str | None = None,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Legacy segmentation loss: smoothed, class-weighted CE minus an entropy bonus.
+
+      CE   = sum_t m_t l_t / max(sum_t m_t w[y_t], tiny)
+      loss = CE - entropy_lambda * mean_m(H_t)
+
+  `CE` equals `torch.nn.functional.cross_entropy(logits, labels, weight=w,
+  ignore_index=ignore_index, label_smoothing=eps, reduction="mean")`; the
+  entropy bonus (`entropy_lambda > 0`) keeps predictions from collapsing onto
+  the majority class.
+
+  Args:
+    logits: float [B, T, C] or [T, C] (bf16 is upcast; arithmetic is float32).
+    labels: int [B, T] or [T]; `ignore_index` marks padding and the document's
+      last sentence.
+    ignore_index: label value excluded from every term.
+    label_smoothing: eps in [0, 1).
+    class_weights: C positive floats, or None for all ones.
+    entropy_lambda: weight of the mean-entropy bonus.
+    axis_name: mapped device axis over which the sums are `psum`-ed.
+
+  Returns:
+    (loss, aux): float32 scalar and a dict of float32 scalars `ce`, `entropy`.
+
+  Example:
+    >>> loss, aux = cross_entropy_loss(logits, labels, label_smoothing=0.1)
+  """
+  logits, labels = _check_inputs(logits, labels)
+  sequence_fn = functools.partial(
+      _sequence_cross_entropy_pairs, ignore_index=ignore_index,
+      label_smoothing=label_smoothing, class_weights=class_weights)
+  pairs = _reduce_pairs(sequence_fn, logits, labels, axis_name)
+  ce = _ratio(pairs["ce"], _TINY)
+  entropy = _ratio(pairs["entropy"], 1.0)
+  loss = ce - entropy_lambda * entropy
+  return loss, {"loss": loss, "ce": ce, "entropy": entropy}
+
+
+def boundary_aware_loss(
+    logits: jax.Array,
+    labels: jax.Array,
+    *,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    class_weights: Sequence[float] | None = None,
+    entropy_lambda: float = 0.0,
+    boundary_weight: float = 2.0,
+    boundary_radius: int = 0,
+    segment_consistency_lambda: float = 0.0,
+    conf_penalty_lambda: float = 0.0,
+    conf_threshold: float = 0.95,
+    use_boundary_as_primary: bool = True,
+    axis_name: str | None = None,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Boundary-aware segmentation loss (SPEC section 4).
+
+  With `b_t` the boundary positions (a label change to the left or right,
+  dilated by `boundary_radius`) and `u_t = 1 + (bw - 1) b_t`:
+
+      primary:       CE_b = sum_t m_t u_t l_t / max(sum_t m_t u_t w_t, tiny)
+      supplementary: CE_b = CE + (bw - 1) sum_t b_t l_t / max(sum_t b_t w_t, tiny)
+      S = sum_t q_t 0.5 ||p_t - p_{t-1}||^2 / max(sum_t q_t, 1)
+          (q_t: valid neighbours with the same label, i.e. inside a segment)
+      P = mean_m(relu(max_c p_t[c] - conf_threshold))
+      loss = CE_b - entropy_lambda mean_m(H_t)
+                  + segment_consistency_lambda S + conf_penalty_lambda P
+
+  With `boundary_weight = 1` and the lambdas at 0 both strategies equal
+  `cross_entropy_loss`.
+
+  Args:
+    logits: float [B, T, C] or [T, C].
+    labels: int [B, T] or [T].
+    ignore_index: label value excluded from every term.
+    label_smoothing: eps in [0, 1).
+    class_weights: C positive floats, or None.
+    entropy_lambda: weight of the mean-entropy bonus.
+    boundary_weight: bw >= 1, extra weight of boundary positions.
+    boundary_radius: r >= 0 (static), dilation of the boundary positions.
+    segment_consistency_lambda: weight of the within-segment smoothness term.
+    conf_penalty_lambda: weight of the over-confidence hinge.
+    conf_threshold: top probability above which the hinge is active.
+    use_boundary_as_primary: static strategy switch (see above).
+    axis_name: mapped device axis over which the sums are `psum`-ed.
+
+  Returns:
+    (loss, aux): float32 scalar; aux holds `loss`, `ce`, `entropy`,
+    `boundary_ce`, `consistency`, `confidence_penalty`, `boundary_fraction`.
+  """
+  logits, labels = _check_inputs(logits, labels)
+  sequence_fn = functools.partial(
+      _sequence_boundary_pairs, ignore_index=ignore_index,
+      label_smoothing=label_smoothing, class_weights=class_weights,
+      boundary_weight=boundary_weight, boundary_radius=boundary_radius,
+      conf_threshold=conf_threshold,
+      use_boundary_as_primary=use_boundary_as_primary)
+  pairs = _reduce_pairs(sequence_fn, logits, labels, axis_name)
+  ce = _ratio(pairs["ce"], _TINY)
+  if use_boundary_as_primary:
+    boundary_ce = _ratio(pairs["boundary_ce"], _TINY)
+  else:
+    boundary_ce = ce + (boundary_weight - 1.0) * _ratio(
+        pairs["boundary_only_ce"], _TINY)
+  entropy = _ratio(pairs["entropy"], 1.0)
+  consistency = _ratio(pairs["consistency"], 1.0)
+  confidence_penalty = _ratio(pairs["confidence_penalty"], 1.0)
+  loss = (boundary_ce - entropy_lambda * entropy
+          + segment_consistency_lambda * consistency
+          + conf_penalty_lambda * confidence_penalty)
+  aux = {
+      "loss": loss,
+      "ce": ce,
+      "entropy": entropy,
+      "boundary_ce": boundary_ce,
+      "consistency": consistency,
+      "confidence_penalty": confidence_penalty,
+      "boundary_fraction": _ratio(pairs["boundary_fraction"], 1.0),
+  }
+  return loss, aux
+
+
+# ----------------------------------------------------------------------------
+# Construction from a config, with validation.
+# ----------------------------------------------------------------------------
+
+LOSS_FUNCTIONS: dict[str, LossFn] = {
+    "cross_entropy": cross_entropy_loss,
+    "boundary_aware": boundary_aware_loss,
+}
+COMMON_KEYS = ("num_classes", "ignore_index", "label_smoothing",
+               "class_weights", "entropy_lambda")
+BOUNDARY_KEYS = ("boundary_weight", "boundary_radius",
+                 "segment_consistency_lambda", "conf_penalty_lambda",
+                 "conf_threshold", "use_boundary_as_primary")
+# Values outside these ranges are legal but unusual: warn and proceed.
+RECOMMENDED_RANGES = {
+    "label_smoothing": (0.0, 0.3),
+    "boundary_weight": (1.0, 5.0),
+    "segment_consistency_lambda": (0.0, 0.2),
+    "conf_penalty_lambda": (0.0, 0.05),
+}
+
+
+class LossConfigError(ValueError):
+  """A loss configuration that cannot be built; the message names the key."""
+
+
+def _as_dict(loss_config: Any) -> dict[str, Any]:
+  if hasattr(loss_config, "to_dict"):
+    return loss_config.to_dict()
+  return dict(loss_config)
+
+
+def _require(condition: bool, key: str, value: Any, rule: str) -> None:
+  if not condition:
+    raise LossConfigError(f"loss.{key}={value!r} is invalid: {rule}")
+
+
+def validate_loss_config(loss_config: Mapping[str, Any] | Any) -> dict[str, Any]:
+  """Checks a `loss` config section and returns it as a plain dict.
+
+  Raises:
+    LossConfigError: unknown `type`, a key the chosen loss does not take, a
+      missing key, or an invalid value; the message names key and value.
+  """
+  cfg = _as_dict(loss_config)
+  loss_type = cfg.get("type")
+  if loss_type not in LOSS_FUNCTIONS:
+    raise LossConfigError(
+        f"loss.type={loss_type!r} is unknown; valid types: "
+        f"{', '.join(sorted(LOSS_FUNCTIONS))}")
+  allowed = ("type",) + COMMON_KEYS + (
+      BOUNDARY_KEYS if loss_type == "boundary_aware" else ())
+  unknown = sorted(set(cfg) - set(allowed))
+  if unknown:
+    boundary_only = [k for k in unknown if k in BOUNDARY_KEYS]
+    if boundary_only:
+      raise LossConfigError(
+          f"loss.{boundary_only[0]} is a boundary_aware key but "
+          f"loss.type={loss_type!r}; remove it or use type 'boundary_aware'")
+    raise LossConfigError(
+        f"loss.{unknown[0]} is not a key of loss type {loss_type!r}; valid "
+        f"keys: {', '.join(allowed)}")
+  missing = [k for k in allowed if k not in cfg]
+  if missing:
+    raise LossConfigError(f"loss.{missing[0]} is missing (type {loss_type!r})")
+
+  num_classes = cfg["num_classes"]
+  _require(isinstance(num_classes, int) and num_classes >= 2, "num_classes",
+           num_classes, "must be an integer >= 2")
+  ignore_index = cfg["ignore_index"]
+  _require(isinstance(ignore_index, int) and not 0 <= ignore_index < num_classes,
+           "ignore_index", ignore_index,
+           f"must be an integer outside [0, {num_classes}) (a class id cannot "
+           "be ignored)")
+  _require(0.0 <= cfg["label_smoothing"] < 1.0, "label_smoothing",
+           cfg["label_smoothing"], "must be in [0, 1)")
+  weights = cfg["class_weights"]
+  if weights is not None:
+    weights = list(weights)
+    _require(len(weights) == num_classes, "class_weights", weights,
+             f"must have num_classes={num_classes} entries")
+    _require(all(w > 0 for w in weights), "class_weights", weights,
+             "every weight must be positive")
+    cfg["class_weights"] = tuple(float(w) for w in weights)
+  lambdas = ["entropy_lambda"]
+  if loss_type == "boundary_aware":
+    lambdas += ["segment_consistency_lambda", "conf_penalty_lambda"]
+    _require(cfg["boundary_weight"] >= 1.0, "boundary_weight",
+             cfg["boundary_weight"], "must be >= 1")
+    _require(isinstance(cfg["boundary_radius"], int)
+             and cfg["boundary_radius"] >= 0, "boundary_radius",
+             cfg["boundary_radius"], "must be an integer >= 0")
+    _require(1.0 / num_classes < cfg["conf_threshold"] < 1.0, "conf_threshold",
+             cfg["conf_threshold"],
+             f"must be in (1/num_classes, 1) = ({1.0 / num_classes:g}, 1)")
+    _require(isinstance(cfg["use_boundary_as_primary"], bool),
+             "use_boundary_as_primary", cfg["use_boundary_as_primary"],
+             "must be True or False")
+  for key in lambdas:
+    _require(cfg[key] >= 0.0, key, cfg[key], "must be >= 0")
+
+  for key, (low, high) in RECOMMENDED_RANGES.items():
+    if key in cfg and not low <= cfg[key] <= high:
+      logging.warning("loss.%s=%s is outside the recommended range [%s, %s]",
+                      key, cfg[key], low, high)
+  return cfg
+
+
+def loss_hyperparameters(validated: Mapping[str, Any]) -> dict[str, Any]:
+  """The keyword arguments of the loss function named by a validated config."""
+  return {k: v for k, v in validated.items() if k not in ("type", "num_classes")}
+
+
+def with_value_checks(loss_fn: LossFn, *, num_classes: int,
+                      ignore_index: int = -100) -> LossFn:
+  """Wraps a loss with run-time value checks (debug only: it costs a sync).
+
+  Raises `checkify.JaxRuntimeError` when a label is neither a class id nor
+  `ignore_index`, or when the loss or an aux value is not finite.
+  """
+
+  def checked(logits, labels, axis_name=None):
+    in_range = (labels == ignore_index) | ((labels >= 0) & (labels < num_classes))
+    checkify.check(jnp.all(in_range),
+                   f"labels hold a value outside [0, {num_classes}) that is "
+                   f"not ignore_index={ignore_index}")
+    loss, aux = loss_fn(logits, labels, axis_name=axis_name)
+    for name, value in aux.items():
+      checkify.check(jnp.isfinite(value), f"loss term {name!r} is not finite")
+    return loss, aux
+
+  def run(logits, labels, axis_name=None):
+    error, out = checkify.checkify(checked)(logits, labels, axis_name)
+    error.throw()
+    return out
+
+  return run
+
+
+def create_loss(loss_config: Mapping[str, Any] | Any, *,
+                debug_checks: bool = False) -> LossFn:
+  """Builds `fn(logits, labels, axis_name=None) -> (loss, aux)` from a config.
+
+  Args:
+    loss_config: a `loss` config section (ConfigDict or mapping) with `type`
+      in {"cross_entropy", "boundary_aware"} and exactly that loss's keys.
+    debug_checks: add run-time value checks (`with_value_checks`); off by
+      default because they force a host sync on every call.
+  """
+  cfg = validate_loss_config(loss_config)
+  loss_fn = functools.partial(LOSS_FUNCTIONS[cfg["type"]],
+                              **loss_hyperparameters(cfg))
+
+  def configured(logits, labels, axis_name=None):
+    return loss_fn(logits, labels, axis_name=axis_name)
+
+  if debug_checks:
+    return with_value_checks(configured, num_classes=cfg["num_classes"],
+                             ignore_index=cfg["ignore_index"])
+  return configured

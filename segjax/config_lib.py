@@ -8,6 +8,8 @@ switches, e.g. `configs/boundary.py:aggressive,smoke`.
 
 from __future__ import annotations
 
+import importlib.util
+import pathlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -102,3 +104,25 @@ def apply_arg(config: ml_collections.ConfigDict, arg: str | None,
       section, key = dotted_key.rsplit(".", 1)
       config[section][key] = value
   return config
+
+
+
+def _load_module(path: str):
+  file = pathlib.Path(path)
+  if not file.is_file():
+    raise FileNotFoundError(f"config file {path!r} does not exist")
+  module_spec = importlib.util.spec_from_file_location(file.stem, file)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+  """Loads `path/to/config.py[:arg]` the way `--config=` does on the command line."""
+  path, _, arg = spec.partition(":")
+  return _load_module(path).get_config(arg or None)
+
+
+def config_variants(path: str) -> list[str]:
+  """The variant names a config file defines (its `VARIANTS` dict)."""
+  return sorted(getattr(_load_module(path), "VARIANTS", {}))

@@ -223,3 +223,19 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
          f"valid metrics: {', '.join(sorted(metrics.THRESHOLD_METRICS))}")
   _check(config.parallel.mode in ("pmap", "shard_map"), "parallel.mode",
          config.parallel.mode, "valid modes: pmap, shard_map")
+
+
+def config_from_saved(saved: Mapping[str, Any]) -> ml_collections.ConfigDict:
+  """A run's saved config (e.g. checkpoint metadata) over today's defaults.
+
+  Keys added to `base_config` after the run was saved take their defaults,
+  so older checkpoints stay usable.
+  """
+  config = base_config()
+  for section, values in saved.items():
+    if isinstance(values, Mapping) and section in config:
+      for key, value in values.items():
+        config[section][key] = value
+    else:
+      config[section] = values
+  return config

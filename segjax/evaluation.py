@@ -107,7 +107,7 @@ def score_documents(document_probs: Sequence[np.ndarray],
   scores["boundary_f1_tol1"] = near["boundary_f1"]
   scores["ece"] = calibration["ece"]
   scores["brier"] = calibration["brier"]
-  scores["threshold"] = threshold
+  scores["threshold"] = round(float(threshold), 4)  # a float32 grid value
   scores["num_documents"] = exact["num_documents"]
   scores["num_skipped_pk"] = exact["num_skipped_pk"]
   return {k: np.asarray(v).item() for k, v in scores.items()}

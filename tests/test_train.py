@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from segjax import config_lib
-from segjax import train
+from segjax import trainer as train
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 TINY = {

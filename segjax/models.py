@@ -1,0 +1,688 @@
+"""The segmentation model: sentence encoder -> document encoder -> tags.
+
+A hierarchical Flax (linen) model over windows of sentences:
+
+  tokens [B, S, L] --SentenceEncoder--> sentence vectors [B, S, H]
+     |                                        |
+     +--cohesion_features--> [B, S, F] -------+ concatenated
+                                              v
+                        DocumentEncoder (pre-LN transformer | BiLSTM)
+                                              v
+                        Dense(num_classes) -> logits [B, S, C] (float32)
+
+The sentence encoder embeds hashed token ids and pools them (masked mean and
+max), optionally after a small transformer over the tokens. The document
+encoder contextualises the sentences of a window.
+
+Lexical cohesion. Embeddings learned on the training topics say little about
+unseen topics; what carries over is *whether neighbouring sentences share
+words*. So the document encoder also receives, for every sentence, TextTiling
+style block similarities (`cohesion_features`): the cosine between the
+weighted bags of hashed words of the k sentences before a gap and the k after
+it, for k = 1..`cohesion_window`, at the gaps before and after the sentence
+and after the next one. They are computed exactly from token ids (no
+vocabulary, no projection), with a learned weight per hashed word so that the
+model can learn to ignore function words. `cohesion_window=0` turns them off.
+
+Dropout is per example: every example has its own PRNG key (the trainer folds
+the step and the example's index in the global batch into a base key), so a
+dropout mask depends on the example, never on the device it lands on, and a
+global batch gives the same update on any number of devices.
+
+Padding: sentences with `sentence_mask` False never influence real sentences
+(their tokens are zeroed, attention ignores them, the BiLSTM stops at each
+row's length). The mask must be a prefix of each row (left-aligned windows),
+which is what `segjax.data` produces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+import zlib
+from typing import Any
+
+import flax.linen as nn
+import jax
+from jax import lax
+import jax.numpy as jnp
+import numpy as np
+
+SENTENCE_ENCODERS = ("pool", "transformer")
+DOCUMENT_ENCODERS = ("transformer", "bilstm")
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+# Token distances beyond this share one attention bias in the sentence
+# transformer: word order matters locally, and any sentence length works.
+_MAX_TOKEN_DISTANCE = 16
+
+
+def _check_choice(key: str, value: Any, choices: Sequence[str]) -> None:
+  """Raises ValueError naming `key` and the valid choices for a bad `value`."""
+  if value not in choices:
+    raise ValueError(
+        f"model.{key}: unknown value {value!r}; valid choices: "
+        f"{', '.join(choices)}"
+    )
+
+
+# ----------------------------------------------------------------------------
+# Per-example dropout.
+# ----------------------------------------------------------------------------
+
+
+def _call_site_id(path: Sequence[str]) -> int:
+  """A stable 31-bit id of a module path (the same in every process and run)."""
+  return zlib.crc32("/".join(path).encode()) & 0x7FFFFFFF
+
+
+def _example_keep_mask(
+    module: nn.Module,
+    example_rngs: jax.Array | None,
+    keep_prob: float,
+    shape: Sequence[int],
+) -> jax.Array:
+  """bool `[B, *shape]`: example b's draw from `fold_in(example_rngs[b], site)`.
+
+  `site` is a stable id of the calling module's path, so call sites draw
+  independent masks, and an example's mask depends only on its own key (not
+  on the device or its row in the local batch).
+  """
+  if example_rngs is None:
+    raise ValueError("train=True with dropout needs example_rngs")
+  site = _call_site_id(module.path)
+  return jax.vmap(
+      lambda key: jax.random.bernoulli(
+          jax.random.fold_in(key, site), keep_prob, tuple(shape)
+      )
+  )(example_rngs)
+
+
+class PerExampleDropout(nn.Module):
+  """Inverted dropout whose mask is drawn from each example's own key.
+
+  Flax's `nn.Dropout` draws from the device's 'dropout' stream, so the mask
+  of an example would depend on where it lands; see `_example_keep_mask`.
+
+  Attributes:
+    rate: probability of zeroing an element.
+  """
+
+  rate: float
+
+  @nn.compact
+  def __call__(
+      self, x: jax.Array, example_rngs: jax.Array | None, *, deterministic: bool
+  ) -> jax.Array:
+    if deterministic or self.rate == 0.0:
+      return x
+    keep_prob = 1.0 - self.rate
+    keep = _example_keep_mask(self, example_rngs, keep_prob, x.shape[1:])
+    return jnp.where(keep, x / keep_prob, 0).astype(x.dtype)
+
+
+class WordDropout(nn.Module):
+  """Removes whole tokens from a token mask, per example.
+
+  Pooling then averages over the remaining tokens. Cheaper than dropout on
+  every embedding feature (one draw per token rather than `embed_dim`), and
+  a sentence must be recognised from a subset of its words, which discourages
+  memorising the few words that identify a training topic.
+
+  Attributes:
+    rate: probability of dropping a token.
+  """
+
+  rate: float
+
+  @nn.compact
+  def __call__(
+      self,
+      token_mask: jax.Array,
+      example_rngs: jax.Array | None,
+      *,
+      deterministic: bool,
+  ) -> jax.Array:
+    if deterministic or self.rate == 0.0:
+      return token_mask
+    return token_mask & _example_keep_mask(
+        self, example_rngs, 1.0 - self.rate, token_mask.shape[1:]
+    )
+
+
+# ----------------------------------------------------------------------------
+# Lexical-cohesion features.
+# ----------------------------------------------------------------------------
+
+
+def _shift(x: jax.Array, offset: int) -> jax.Array:
+  """`x[:, i + offset]` along axis 1, zero where `i + offset` is out of range."""
+  size = x.shape[1]
+  if offset == 0:
+    return x
+  if abs(offset) >= size:
+    return jnp.zeros_like(x)
+  padding = [(0, 0)] * x.ndim
+  if offset > 0:
+    padding[1] = (0, offset)
+    return jnp.pad(x[:, offset:], padding)
+  padding[1] = (-offset, 0)
+  return jnp.pad(x[:, :offset], padding)
+
+
+def sentence_gram_band(
+    tokens: jax.Array, token_weights: jax.Array, max_offset: int
+) -> jax.Array:
+  """Dot products of the weighted bags of words of nearby sentences.
+
+  With `c_i(t)` the count of token id t in sentence i and `w_t` its weight,
+  `out[b, i, d] = sum_t w_t^2 c_i(t) c_{i+d}(t)` for d = 0..max_offset (0
+  past the end). Exact, and cheaper than bags over the hashed vocabulary:
+  each token of sentence i counts its copies in sentence i+d by comparing ids
+  (L x L integer compares, which XLA vectorises well; a float einsum over the
+  same comparisons is ~30x slower on CPU), then adds `w_t^2` per copy.
+
+  Args:
+    tokens: int `[B, S, L]` token ids, 0 = padding (contributes nothing).
+    token_weights: float `[num_buckets]` weight of each token id.
+    max_offset: largest sentence distance d.
+
+  Returns:
+    float32 `[B, S, max_offset + 1]`.
+  """
+  squared = jnp.where(tokens != 0, token_weights[tokens], 0.0) ** 2
+  columns = []
+  for offset in range(max_offset + 1):
+    same = tokens[..., :, None] == _shift(tokens, offset)[..., None, :]
+    copies = same.sum(axis=-1, dtype=jnp.int32)
+    columns.append((squared * copies).sum(axis=-1))
+  return jnp.stack(columns, axis=-1).astype(jnp.float32)
+
+
+def band_to_matrix(band: jax.Array) -> jax.Array:
+  """The symmetric `[B, S, S]` matrix of a band, zero beyond its width.
+
+  `out[b, i, j] = band[b, min(i, j), |i - j|]` when `|i - j| <= D`.
+  """
+  size, max_offset = band.shape[1], band.shape[2] - 1
+  rows, cols = np.indices((size, size))
+  distance = np.abs(rows - cols)
+  values = band[:, np.minimum(rows, cols), np.minimum(distance, max_offset)]
+  return jnp.where(distance <= max_offset, values, 0.0)
+
+
+def gap_similarities(gram: jax.Array, window: int) -> jax.Array:
+  """Block cosine similarities at the gap after each sentence.
+
+  `out[b, i, k-1]` is the cosine between the summed bags of sentences
+  `i-k+1..i` and `i+1..i+k` (TextTiling's block comparison), k = 1..window.
+  Blocks are cut at the ends of the row; an empty block gives 0. Every block
+  sum is read off 2-D prefix sums of the Gram matrix.
+
+  Args:
+    gram: `[B, S, S]` dot products of the sentences' bags of words, exact at
+      least up to distance `2 * window - 1`.
+    window: the largest block size.
+
+  Returns:
+    float32 `[B, S, window]`.
+  """
+  size = gram.shape[1]
+  prefix = jnp.pad(gram.cumsum(axis=1).cumsum(axis=2), ((0, 0), (1, 0), (1, 0)))
+
+  def block_sum(row_start, row_end, col_start, col_end):
+    return (
+        prefix[:, row_end, col_end] - prefix[:, row_start, col_end]
+        - prefix[:, row_end, col_start] + prefix[:, row_start, col_start]
+    )
+
+  gap = np.arange(size)[:, None]
+  k = np.arange(1, window + 1)[None, :]
+  start = np.clip(gap - k + 1, 0, size)
+  middle = np.broadcast_to(np.clip(gap + 1, 0, size), start.shape)
+  end = np.clip(gap + k + 1, 0, size)
+  cross = block_sum(start, middle, middle, end)
+  norm_before = block_sum(start, middle, start, middle)
+  norm_after = block_sum(middle, end, middle, end)
+  # The floor keeps empty blocks (norm 0, cross 0) at 0 instead of NaN.
+  return cross * lax.rsqrt(jnp.maximum(norm_before * norm_after, 1e-12))
+
+
+def cohesion_features(
+    tokens: jax.Array,
+    sentence_mask: jax.Array,
+    token_weights: jax.Array,
+    window: int,
+) -> jax.Array:
+  """Topic-independent boundary evidence for each sentence.
+
+  For sentence i: the block similarities (`gap_similarities`) at the gap
+  before it, after it (the boundary its label is about) and after the next
+  sentence, so that a dip is visible locally, plus two flags saying whether a
+  previous / next sentence exists (a 0 similarity at a window edge is no
+  evidence of a boundary).
+
+  Args:
+    tokens: int `[B, S, L]`, padding sentences already zeroed.
+    sentence_mask: bool `[B, S]`.
+    token_weights: float `[num_buckets]` weight of each token id.
+    window: largest block size (>= 1).
+
+  Returns:
+    float32 `[B, S, 3 * window + 2]`.
+  """
+  band = sentence_gram_band(tokens, token_weights, 2 * window - 1)
+  gap = gap_similarities(band_to_matrix(band), window)
+  mask = sentence_mask.astype(jnp.float32)[..., None]
+  return jnp.concatenate(
+      [_shift(gap, -1), gap, _shift(gap, 1), _shift(mask, -1), _shift(mask, 1)],
+      axis=-1,
+  ) * mask
+
+
+class CohesionFeatures(nn.Module):
+  """`cohesion_features` with a learned weight per hashed token id.
+
+  Weights start at 1 (plain bag-of-words cosine) and stay in (0, 2): the
+  model can learn to discount words that occur everywhere (function words,
+  which every topic shares), while ids never seen in training keep weight 1,
+  so words of unseen topics count in full.
+  """
+
+  num_buckets: int
+  window: int
+
+  @nn.compact
+  def __call__(self, tokens: jax.Array, sentence_mask: jax.Array) -> jax.Array:
+    logits = self.param(
+        "token_logits", nn.initializers.zeros, (self.num_buckets,), jnp.float32
+    )
+    return cohesion_features(
+        tokens, sentence_mask, 2.0 * jax.nn.sigmoid(logits), self.window
+    )
+
+
+# ----------------------------------------------------------------------------
+# Transformer (pre-LN, relative position biases).
+# ----------------------------------------------------------------------------
+
+
+class RelativePositionBias(nn.Module):
+  """A learned attention bias per head and clipped distance `key - query`.
+
+  Relative rather than absolute positions: a window may have any length and
+  start anywhere in a document, and a boundary is about neighbours.
+  """
+
+  num_heads: int
+  max_distance: int
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, length: int) -> jax.Array:
+    """The bias, float32 `[num_heads, length, length]`."""
+    table = self.param(
+        "bias", nn.initializers.zeros,
+        (2 * self.max_distance + 1, self.num_heads), self.param_dtype,
+    )
+    positions = np.arange(length)
+    distance = np.clip(
+        positions[None, :] - positions[:, None],
+        -self.max_distance, self.max_distance,
+    )
+    return jnp.transpose(table[distance + self.max_distance], (2, 0, 1))
+
+
+class SelfAttention(nn.Module):
+  """Multi-head self-attention over axis -2 with a key mask and position bias.
+
+  Any number of leading batch axes (the sentence transformer runs on
+  `[B, S, L, E]`, the document transformer on `[B, S, H]`). The softmax is
+  computed in float32 whatever `dtype` is.
+  """
+
+  num_heads: int
+  max_distance: int
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
+    features = x.shape[-1]
+    if features % self.num_heads:
+      raise ValueError(
+          f"features {features} not divisible by num_heads {self.num_heads}"
+      )
+    head_dim = features // self.num_heads
+    dense = lambda shape, axis, name: nn.DenseGeneral(
+        shape, axis=axis, dtype=self.dtype, param_dtype=self.param_dtype,
+        name=name,
+    )
+    qkv = dense((3, self.num_heads, head_dim), -1, "qkv")(x)
+    query, key, value = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
+    scores = jnp.einsum("...qhd,...khd->...hqk", query, key).astype(jnp.float32)
+    scores = scores / np.sqrt(head_dim) + RelativePositionBias(
+        self.num_heads, self.max_distance, self.param_dtype, name="position"
+    )(x.shape[-2])
+    # A finite fill: a row whose keys are all masked (a padding row) gets
+    # uniform weights instead of NaN.
+    scores = jnp.where(mask[..., None, None, :], scores, -1e9)
+    weights = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
+    attended = jnp.einsum("...hqk,...khd->...qhd", weights, value)
+    return dense(features, (-2, -1), "out")(attended)
+
+
+class TransformerEncoder(nn.Module):
+  """Pre-LN transformer blocks over axis -2, then a final LayerNorm."""
+
+  num_layers: int
+  num_heads: int
+  mlp_dim: int
+  dropout_rate: float
+  max_distance: int
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(
+      self,
+      x: jax.Array,
+      mask: jax.Array,
+      example_rngs: jax.Array | None,
+      *,
+      deterministic: bool,
+  ) -> jax.Array:
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    drop = lambda y: PerExampleDropout(self.dropout_rate)(
+        y, example_rngs, deterministic=deterministic
+    )
+    for _ in range(self.num_layers):
+      y = nn.LayerNorm(**kw)(x)
+      y = SelfAttention(self.num_heads, self.max_distance, **kw)(y, mask)
+      x = x + drop(y)
+      y = nn.LayerNorm(**kw)(x)
+      y = nn.gelu(nn.Dense(self.mlp_dim, **kw)(y))
+      y = nn.Dense(x.shape[-1], **kw)(y)
+      x = x + drop(y)
+    return nn.LayerNorm(**kw)(x)
+
+
+# ----------------------------------------------------------------------------
+# BiLSTM.
+# ----------------------------------------------------------------------------
+
+
+class BiLSTMEncoder(nn.Module):
+  """Stacked bidirectional LSTMs over left-aligned variable-length rows.
+
+  `seq_lengths` stops the forward pass at each row's last sentence and starts
+  the backward pass there (`nn.Bidirectional` reverses with `keep_order`), so
+  padding never reaches a real sentence. Each direction has
+  `hidden_dim // 2` units.
+  """
+
+  num_layers: int
+  hidden_dim: int
+  dropout_rate: float
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(
+      self,
+      x: jax.Array,
+      mask: jax.Array,
+      example_rngs: jax.Array | None,
+      *,
+      deterministic: bool,
+  ) -> jax.Array:
+    lengths = mask.sum(axis=-1).astype(jnp.int32)
+    rnn = lambda: nn.RNN(nn.OptimizedLSTMCell(
+        self.hidden_dim // 2, dtype=self.dtype, param_dtype=self.param_dtype
+    ))
+    for layer in range(self.num_layers):
+      if layer:
+        x = PerExampleDropout(self.dropout_rate)(
+            x, example_rngs, deterministic=deterministic
+        )
+      x = nn.Bidirectional(rnn(), rnn())(x, seq_lengths=lengths)
+    return nn.LayerNorm(dtype=self.dtype, param_dtype=self.param_dtype)(x)
+
+
+# ----------------------------------------------------------------------------
+# Sentence encoder.
+# ----------------------------------------------------------------------------
+
+
+def masked_mean_max(x: jax.Array, mask: jax.Array) -> jax.Array:
+  """Mean and max of `x [..., L, E]` over the positions where `mask [..., L]`.
+
+  Empty rows give zeros (count floored at 1, max taken over a finite fill and
+  then replaced), never NaN or -inf.
+
+  Returns:
+    `[..., 2 * E]`: the mean, then the max.
+  """
+  mask = mask[..., None]
+  count = mask.sum(axis=-2)
+  mean = jnp.where(mask, x, 0).sum(axis=-2) / jnp.maximum(count, 1).astype(
+      x.dtype
+  )
+  largest = jnp.where(mask, x, jnp.finfo(x.dtype).min).max(axis=-2)
+  largest = jnp.where(count > 0, largest, 0)
+  return jnp.concatenate([mean, largest], axis=-1)
+
+
+class SentenceEncoder(nn.Module):
+  """Hashed-token embeddings, optionally a token transformer, mean+max pooling.
+
+  Returns `[B, S, hidden_dim]` sentence vectors.
+  """
+
+  num_buckets: int
+  embed_dim: int
+  hidden_dim: int
+  kind: str
+  num_layers: int
+  num_heads: int
+  mlp_dim: int
+  dropout_rate: float
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(
+      self,
+      tokens: jax.Array,
+      example_rngs: jax.Array | None,
+      *,
+      deterministic: bool,
+  ) -> jax.Array:
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    token_mask = WordDropout(self.dropout_rate)(
+        tokens != 0, example_rngs, deterministic=deterministic
+    )
+    x = nn.Embed(self.num_buckets, self.embed_dim, name="embed", **kw)(tokens)
+    if self.kind == "transformer":
+      x = TransformerEncoder(
+          self.num_layers, self.num_heads, self.mlp_dim, self.dropout_rate,
+          _MAX_TOKEN_DISTANCE, **kw,
+      )(x, token_mask, example_rngs, deterministic=deterministic)
+    pooled = PerExampleDropout(self.dropout_rate)(
+        masked_mean_max(x, token_mask), example_rngs,
+        deterministic=deterministic,
+    )
+    return nn.gelu(nn.Dense(self.hidden_dim, **kw)(pooled))
+
+
+# ----------------------------------------------------------------------------
+# The model.
+# ----------------------------------------------------------------------------
+
+
+class SegmentationModel(nn.Module):
+  """Per-sentence boundary logits for windows of sentences.
+
+  Attributes:
+    num_buckets: token id space (the tokenizer's `num_buckets`).
+    num_classes: output classes (2: inside / last sentence of a segment).
+    embed_dim: token embedding size.
+    hidden_dim: sentence vector and document encoder width.
+    num_layers: document encoder layers.
+    num_heads: attention heads (both transformers).
+    mlp_dim: transformer MLP width.
+    dropout_rate: dropout on embeddings, residual branches, between layers.
+    sentence_encoder: "pool" (mean+max of embeddings) or "transformer"
+      (`sentence_layers` blocks over the tokens before pooling).
+    sentence_layers: layers of the sentence transformer.
+    document_encoder: "transformer" or "bilstm".
+    max_sentences: attention distances up to this share no bias (longer
+      windows work too; farther sentences share the farthest bias).
+    cohesion_window: largest block size of the lexical-cohesion features; 0
+      disables them.
+    dtype: computation dtype (bfloat16 on TPU); logits are always float32.
+    param_dtype: parameter dtype.
+  """
+
+  num_buckets: int = 2**15
+  num_classes: int = 2
+  embed_dim: int = 64
+  hidden_dim: int = 128
+  num_layers: int = 2
+  num_heads: int = 4
+  mlp_dim: int = 256
+  dropout_rate: float = 0.1
+  sentence_encoder: str = "pool"
+  sentence_layers: int = 1
+  document_encoder: str = "transformer"
+  max_sentences: int = 64
+  cohesion_window: int = 3
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  def __post_init__(self):
+    _check_choice("sentence_encoder", self.sentence_encoder, SENTENCE_ENCODERS)
+    _check_choice("document_encoder", self.document_encoder, DOCUMENT_ENCODERS)
+    if not 0.0 <= self.dropout_rate < 1.0:
+      raise ValueError(
+          f"model.dropout_rate: must be in [0, 1), got {self.dropout_rate}"
+      )
+    if self.cohesion_window < 0:
+      raise ValueError(
+          f"model.cohesion_window: must be >= 0, got {self.cohesion_window}"
+      )
+    super().__post_init__()
+
+  @nn.compact
+  def __call__(
+      self,
+      tokens: jax.Array,
+      sentence_mask: jax.Array,
+      *,
+      train: bool,
+      example_rngs: jax.Array | None = None,
+  ) -> jax.Array:
+    """Boundary logits.
+
+    Args:
+      tokens: int `[B, S, L]` hashed token ids, 0 = padding.
+      sentence_mask: bool `[B, S]`, True on real sentences (a prefix of each
+        row).
+      train: apply dropout.
+      example_rngs: `[B]` PRNG keys, one per example; needed when training
+        with dropout.
+
+    Returns:
+      float32 `[B, S, num_classes]`.
+    """
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    deterministic = not train
+    tokens = jnp.where(sentence_mask[..., None], tokens, 0)
+    sentences = SentenceEncoder(
+        self.num_buckets, self.embed_dim, self.hidden_dim,
+        self.sentence_encoder, self.sentence_layers, self.num_heads,
+        self.mlp_dim, self.dropout_rate, **kw,
+    )(tokens, example_rngs, deterministic=deterministic)
+    if self.cohesion_window:
+      features = CohesionFeatures(self.num_buckets, self.cohesion_window)(
+          tokens, sentence_mask
+      )
+      sentences = jnp.concatenate(
+          [sentences, features.astype(sentences.dtype)], axis=-1
+      )
+    x = nn.Dense(self.hidden_dim, **kw)(sentences)
+    x = jnp.where(sentence_mask[..., None], x, 0)
+    if self.document_encoder == "transformer":
+      encoder = TransformerEncoder(
+          self.num_layers, self.num_heads, self.mlp_dim, self.dropout_rate,
+          self.max_sentences - 1, **kw,
+      )
+    else:
+      encoder = BiLSTMEncoder(
+          self.num_layers, self.hidden_dim, self.dropout_rate, **kw
+      )
+    x = encoder(x, sentence_mask, example_rngs, deterministic=deterministic)
+    return nn.Dense(
+        self.num_classes, dtype=jnp.float32, param_dtype=self.param_dtype,
+        name="classifier",
+    )(x)
+
+
+# ----------------------------------------------------------------------------
+# Helpers for the trainer.
+# ----------------------------------------------------------------------------
+
+
+def init_params(
+    model: SegmentationModel,
+    rng: jax.Array,
+    *,
+    batch_size: int,
+    max_sentences: int,
+    max_tokens: int,
+) -> Any:
+  """The model's initial parameters, from dummy inputs of the given shape."""
+  tokens = jnp.ones((batch_size, max_sentences, max_tokens), jnp.int32)
+  sentence_mask = jnp.ones((batch_size, max_sentences), bool)
+  return model.init(rng, tokens, sentence_mask, train=False)["params"]
+
+
+def count_params(params: Any) -> int:
+  """Number of scalars in a parameter tree."""
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+
+
+def model_from_config(
+    model_config: Mapping[str, Any] | Any,
+    *,
+    num_buckets: int,
+    num_classes: int,
+    max_sentences: int,
+) -> SegmentationModel:
+  """The model a `config.model` section asks for.
+
+  Keys are the `SegmentationModel` fields (missing ones take the field
+  defaults); `dtype` is a string, "float32" or "bfloat16".
+
+  Raises:
+    ValueError: an unknown encoder name or dtype, naming the key and the
+      valid choices.
+  """
+  get = lambda key: model_config.get(key, getattr(SegmentationModel, key))
+  dtype = model_config.get("dtype", "float32")
+  _check_choice("dtype", dtype, tuple(DTYPES))
+  return SegmentationModel(
+      num_buckets=num_buckets,
+      num_classes=num_classes,
+      embed_dim=int(get("embed_dim")),
+      hidden_dim=int(get("hidden_dim")),
+      num_layers=int(get("num_layers")),
+      num_heads=int(get("num_heads")),
+      mlp_dim=int(get("mlp_dim")),
+      dropout_rate=float(get("dropout_rate")),
+      sentence_encoder=get("sentence_encoder"),
+      sentence_layers=int(get("sentence_layers")),
+      document_encoder=get("document_encoder"),
+      max_sentences=max_sentences,
+      cohesion_window=int(get("cohesion_window")),
+      dtype=DTYPES[dtype],
+  )

@@ -1,0 +1,304 @@
+"""The training library: optimizer, state, the per-device step and the loop.
+
+`segjax.train` is its command line. `train_and_evaluate` reads top to bottom:
+set-up, input, model and optimizer, checkpoints, compiled steps, the loop,
+the final test evaluation.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import pathlib
+from typing import Any
+
+from absl import logging
+import flax
+from flax.training import train_state
+import jax
+import ml_collections
+import numpy as np
+import optax
+
+from segjax import checkpoints
+from segjax import config_lib
+from segjax import data
+from segjax import evaluation
+from segjax import losses
+from segjax import metric_writers
+from segjax import models
+from segjax import parallel as parallel_lib
+
+# Queued collectives on forced CPU devices can deadlock; block at least this
+# often (ECOSYSTEM notes: ~70 queued all-reduce steps hung).
+MAX_QUEUED_STEPS = 25
+# Metrics logged as their latest value rather than the interval mean.
+LATEST_VALUE_METRICS = ("learning_rate", "skipped_steps")
+
+
+class TrainState(train_state.TrainState):
+  """Flax's TrainState plus the key that dropout keys are folded from."""
+
+  dropout_key: jax.Array
+
+
+# ----------------------------------------------------------------------------
+# Optimizer and state.
+# ----------------------------------------------------------------------------
+
+
+def make_optimizer(optim: ml_collections.ConfigDict, num_steps: int):
+  """AdamW with warmup + cosine decay and global-norm clipping.
+
+  A step whose gradients are not finite is skipped (`apply_if_finite`): the
+  weights and Adam moments stay as they were and `total_notfinite` counts it.
+  Its consecutive-error limit is set beyond any run length, because past it
+  optax applies the NaN update and the weights are lost for good.
+
+  Returns:
+    (optax transformation, learning-rate schedule).
+  """
+  decay_steps = optim.decay_steps or num_steps
+  schedule = optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=optim.learning_rate,
+      warmup_steps=min(optim.warmup_steps, decay_steps - 1),
+      decay_steps=decay_steps, end_value=0.05 * optim.learning_rate)
+  inner = optax.chain(
+      optax.clip_by_global_norm(optim.grad_clip_norm),
+      optax.adamw(schedule, b1=optim.b1, b2=optim.b2,
+                  weight_decay=optim.weight_decay))
+  return optax.apply_if_finite(inner, max_consecutive_errors=2**31 - 1), schedule
+
+
+def create_train_state(config, model, tx) -> TrainState:
+  """Initial state on the host, identical on every process (seeded)."""
+  init_key, dropout_key = jax.random.split(jax.random.key(config.seed))
+  init = functools.partial(
+      models.init_params, model, batch_size=1,
+      max_sentences=config.data.max_sentences,
+      max_tokens=config.data.max_tokens)
+  params = jax.jit(init)(init_key)  # eager init is op by op: ~10x slower
+  state = TrainState.create(apply_fn=model.apply, params=params, tx=tx,
+                            dropout_key=jax.random.key_data(dropout_key))
+  return jax.device_get(state)
+
+
+# ----------------------------------------------------------------------------
+# The per-device train step.
+# ----------------------------------------------------------------------------
+
+
+def train_step(state: TrainState, batch: dict[str, jax.Array], *, model,
+               loss_fn, schedule) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One update on this device's rows of the global batch (axis `batch`).
+
+  The loss psums its (numerator, denominator) pairs, so every device sees
+  the global-batch loss and each device's gradient is the device count times
+  its rows' share; `pmean` of the gradients is therefore the exact gradient
+  of the global loss. Dropout keys come from the step and each row's index
+  in the global batch, so the update does not depend on the device count.
+  """
+  step_key = jax.random.fold_in(
+      jax.random.wrap_key_data(state.dropout_key), state.step)
+  example_rngs = jax.vmap(lambda i: jax.random.fold_in(step_key, i))(
+      batch["example_id"])
+
+  def loss_of(params):
+    logits = model.apply({"params": params}, batch["tokens"],
+                         batch["sentence_mask"], train=True,
+                         example_rngs=example_rngs)
+    return loss_fn(logits, batch["labels"], axis_name=parallel_lib.AXIS)
+
+  (loss, aux), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
+  grads = jax.lax.pmean(grads, parallel_lib.AXIS)
+  new_state = state.apply_gradients(grads=grads)
+  metrics = {f"train_{k}": v for k, v in aux.items()}
+  metrics["train_loss"] = loss
+  metrics["grad_norm"] = optax.tree.norm(grads)
+  metrics["learning_rate"] = schedule(state.step)
+  metrics["skipped_steps"] = new_state.opt_state.total_notfinite
+  return new_state, metrics
+
+
+# ----------------------------------------------------------------------------
+# Helpers of the loop.
+# ----------------------------------------------------------------------------
+
+
+def interval_summary(pending: list[dict[str, np.ndarray]]) -> dict[str, float]:
+  """Mean of each train metric over the steps since the last log line."""
+  summary = {}
+  for key in pending[-1]:
+    values = [float(m[key]) for m in pending]
+    summary[key] = (values[-1] if key in LATEST_VALUE_METRICS
+                    else float(np.mean(values)))
+  return summary
+
+
+def log_startup(config, parallel, splits, num_params) -> None:
+  logging.info("JAX %s: %d process(es), %d device(s) (%d local), backend %s",
+               jax.__version__, jax.process_count(), parallel.num_devices,
+               parallel.num_local_devices, jax.default_backend())
+  logging.info("Parallel mode %s; global batch %d = %d per device",
+               parallel.mode, config.train.batch_size,
+               config.train.batch_size // parallel.num_devices)
+  logging.info("Data %s: %s; windows of %d sentences", config.data.source,
+               ", ".join(f"{k} {len(v)} documents" for k, v in splits.items()),
+               config.data.max_sentences)
+  logging.info("Model: %s parameters, %s sentence encoder, %s document "
+               "encoder, dtype %s", f"{num_params:,}",
+               config.model.sentence_encoder, config.model.document_encoder,
+               config.model.dtype)
+  loss = config.loss
+  components = {k: v for k, v in loss.items() if k != "type"}
+  logging.info("Loss %s: %s", loss.type,
+               ", ".join(f"{k}={v}" for k, v in components.items()))
+
+
+def write_config(config, workdir: pathlib.Path) -> None:
+  (workdir / "config.json").write_text(
+      json.dumps(config.to_dict(), indent=2, sort_keys=True, default=list))
+
+
+# ----------------------------------------------------------------------------
+# Training.
+# ----------------------------------------------------------------------------
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict,
+                       workdir: str | pathlib.Path) -> dict[str, Any]:
+  """Trains to `config.train.num_steps`, evaluating and checkpointing.
+
+  Returns:
+    The last dev metrics and the test metrics of the best checkpoint.
+  """
+  # -- Set up: config, devices, outputs ---------------------------------------
+  config_lib.validate_config(config)
+  workdir = pathlib.Path(workdir)
+  parallel = parallel_lib.DataParallel(config.parallel.mode)
+  if config.train.batch_size % parallel.num_devices:
+    raise config_lib.ConfigError(
+        f"train.batch_size={config.train.batch_size} does not split over "
+        f"{parallel.num_devices} devices; use a multiple of "
+        f"{parallel.num_devices}")
+  is_chief = jax.process_index() == 0
+  if is_chief:
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_config(config, workdir)
+  writer = metric_writers.MetricWriter(workdir, enabled=is_chief)
+
+  # -- Input ------------------------------------------------------------------
+  splits = data.load_splits(config.data)
+  tokenizer = data.Tokenizer.from_config(config.data)
+  train_iter = data.make_train_iterator(
+      splits["train"], tokenizer, global_batch_size=config.train.batch_size,
+      max_sentences=config.data.max_sentences, seed=config.seed,
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      stride=config.data.train_stride or None)
+  eval_batches = functools.partial(
+      data.make_eval_batches, tokenizer=tokenizer,
+      global_batch_size=config.train.eval_batch_size,
+      max_sentences=config.data.max_sentences,
+      stride=config.data.eval_stride or None,
+      process_index=jax.process_index(), process_count=jax.process_count())
+  dev_batches = eval_batches(splits["dev"])
+
+  # -- Model, loss and optimizer ----------------------------------------------
+  model = models.model_from_config(
+      config.model, num_buckets=config.data.num_buckets,
+      num_classes=config.loss.num_classes,
+      max_sentences=config.data.max_sentences)
+  loss_fn = losses.create_loss(config.loss)
+  tx, schedule = make_optimizer(config.optim, config.train.num_steps)
+  host_state = create_train_state(config, model, tx)
+  log_startup(config, parallel, splits, models.count_params(host_state.params))
+
+  # -- Checkpoints: resume if the workdir has one ------------------------------
+  checkpointer = checkpoints.Checkpointer(
+      workdir, keep=config.train.keep_checkpoints,
+      best_metric=config.train.best_metric, best_mode=config.train.best_mode)
+  threshold = None
+  latest = checkpointer.latest_step()
+  if latest is not None:
+    host_state, meta = checkpointer.restore(latest, host_state, train_iter)
+    threshold = meta.get("threshold")
+    logging.info("Resuming from step %d of %s", latest,
+                 checkpointer.directory)
+  start_step = int(host_state.step)
+
+  # -- Compiled steps ----------------------------------------------------------
+  p_train_step = parallel.map_step(functools.partial(
+      train_step, model=model, loss_fn=loss_fn, schedule=schedule))
+  p_eval_step = parallel.map_rows(evaluation.make_eval_step(model, loss_fn))
+  state = parallel.put_state(host_state)
+  del host_state
+
+  def evaluate(params, documents, batches, threshold=None):
+    probs, loss = evaluation.predict_documents(parallel, p_eval_step, params,
+                                               batches, documents)
+    scores = evaluation.score_documents(
+        probs, documents, threshold=threshold,
+        threshold_metric=config.train.threshold_metric)
+    return {"loss": loss, **scores}
+
+  def save(step, eval_metrics):
+    meta = {"step": step, "config": json.loads(json.dumps(
+        config.to_dict(), default=list)), "tokenizer": tokenizer.to_dict(),
+            "threshold": threshold, "eval": eval_metrics}
+    ranking = None
+    if eval_metrics and eval_metrics.get(config.train.best_metric) is not None:
+      ranking = {config.train.best_metric: eval_metrics[config.train.best_metric]}
+    checkpointer.save(step, parallel.get_state(state), meta, train_iter,
+                      metrics=ranking)
+
+  # -- Train loop --------------------------------------------------------------
+  progress = metric_writers.Progress(start_step=start_step,
+                                     total_steps=config.train.num_steps,
+                                     enabled=is_chief)
+  pending, last_eval = [], {}
+  num_steps = config.train.num_steps
+  for step in range(start_step, num_steps):
+    state, step_metrics = p_train_step(state, parallel.put_batch(
+        next(train_iter)))
+    pending.append(step_metrics)
+    done = step + 1
+    if done % config.train.log_every == 0 or done == num_steps:
+      summary = interval_summary([parallel.replicated_value(m)
+                                  for m in pending])
+      summary["steps_per_second"] = progress.steps_per_second()
+      pending = []
+      writer.write(done, summary)
+      progress.update(done, metric_writers.format_metrics(
+          {k: summary[k] for k in ("train_loss", "grad_norm")}))
+    elif len(pending) % MAX_QUEUED_STEPS == 0:
+      jax.block_until_ready(step_metrics)
+
+    evaluated = done % config.train.eval_every == 0 or done == num_steps
+    if evaluated:
+      dev = evaluate(state.params, splits["dev"], dev_batches)
+      threshold = dev["threshold"]
+      last_eval = {f"val_{k}": v for k, v in dev.items()}
+      writer.write(done, last_eval)
+      logging.info("step %d dev: %s", done,
+                   metric_writers.format_metrics(last_eval))
+    if evaluated or done % config.train.checkpoint_every == 0:
+      save(done, last_eval if evaluated else None)
+  progress.close()
+  checkpointer.wait()
+
+  # -- Final test evaluation with the best checkpoint --------------------------
+  results = dict(last_eval)
+  best = checkpointer.best_step()
+  if splits["test"] and best is not None:
+    best_state, meta = checkpointer.restore(best, parallel.get_state(state))
+    test = evaluate(parallel.put_state(best_state).params, splits["test"],
+                    eval_batches(splits["test"]), threshold=meta["threshold"])
+    results.update({f"test_{k}": v for k, v in test.items()})
+    writer.write(num_steps, {f"test_{k}": v for k, v in test.items()}
+                 | {"best_step": best})
+    logging.info("test (best step %d, threshold %.2f): %s", best,
+                 meta["threshold"], metric_writers.format_metrics(
+                     {f"test_{k}": v for k, v in test.items()}))
+  checkpointer.close()
+  writer.close()
+  return results

@@ -183,6 +183,83 @@ def _token_terms_bwd(ignore_index, hp, residuals, cotangents):
 _token_terms.defvjp(_token_terms_fwd, _token_terms_bwd)
 
 
+# Two classes (the boundary case) depend on the logit difference d = x1 - x0
+# only: one plane instead of two, sigmoid instead of softmax, and a backward
+# pass that is a single elementwise expression in d.
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _binary_token_terms(logits: jax.Array, labels: jax.Array,
+                        ignore_index: int, hp: _Smoothing) -> _TokenTerms:
+  """`_token_terms` for C = 2, through the logit difference."""
+  terms, _ = _binary_token_terms_fwd(logits, labels, ignore_index, hp)
+  return terms
+
+
+def _binary_parts(difference):
+  """Log-probabilities, probabilities and top probability of sigmoid(d)."""
+  magnitude = jnp.abs(difference)
+  small = jnp.exp(-magnitude)  # in (0, 1]: no overflow for any d
+  log1p_small = jnp.log1p(small)
+  top = 1.0 / (1.0 + small)  # sigmoid(|d|), the larger probability
+  low = small * top  # the smaller probability
+  positive = difference > 0
+  log_p1 = -(jnp.maximum(-difference, 0.0) + log1p_small)
+  log_p0 = -(jnp.maximum(difference, 0.0) + log1p_small)
+  p1 = jnp.where(positive, top, low)
+  p0 = jnp.where(positive, low, top)
+  return log_p0, log_p1, p0, p1, top, positive
+
+
+def _binary_token_terms_fwd(logits, labels, ignore_index, hp):
+  valid = labels != ignore_index
+  dtype = jnp.promote_types(logits.dtype, jnp.float32)
+  difference = jnp.where(
+      valid, logits[:, 1].astype(dtype) - logits[:, 0].astype(dtype), 0.0)
+  is_one = valid & (labels == 1)
+  log_p0, log_p1, p0, p1, top, _ = _binary_parts(difference)
+  eps, (w0, w1) = hp.label_smoothing, hp.class_weights
+  ce = ((1.0 - eps) * jnp.where(is_one, -w1 * log_p1, -w0 * log_p0)
+        - (eps / 2.0) * (w0 * log_p0 + w1 * log_p1))
+  entropy = -(p0 * log_p0 + p1 * log_p1)
+  if hp.with_boundary_terms:
+    overconfidence = jax.nn.relu(top - hp.conf_threshold)
+    # 0.5 ||p_t - p_{t-1}||^2 with p0 = 1 - p1.
+    jump = jnp.square(p1[1:] - p1[:-1])
+  else:
+    overconfidence, jump = jnp.zeros_like(ce), jnp.zeros_like(ce[1:])
+  residuals = (difference, valid, is_one, jnp.zeros((0,), logits.dtype))
+  return _TokenTerms(ce, entropy, overconfidence, jump), residuals
+
+
+def _binary_token_terms_bwd(ignore_index, hp, residuals, cotangents):
+  """Closed-form d/dd of each term (then dx1 = g, dx0 = -g).
+
+    d(-log p_y)/dd = p1 - [y = 1]        dH/dd = -p0 p1 d
+    dtop/dd = sign(d) p0 p1              dp1/dd = p0 p1
+  (at d = 0 the top class is class 0, as jnp.argmax breaks ties).
+  """
+  del ignore_index
+  difference, valid, is_one, dtype_of = residuals
+  g_ce, g_entropy, g_over, g_jump = cotangents
+  _, _, p0, p1, top, positive = _binary_parts(difference)
+  eps, (w0, w1) = hp.label_smoothing, hp.class_weights
+  slope = p0 * p1
+  grad = g_ce * ((1.0 - eps) * jnp.where(is_one, w1, w0) * (p1 - is_one)
+                 + (eps / 2.0) * (w0 * p1 - w1 * p0))
+  grad = grad - g_entropy * slope * difference
+  if hp.with_boundary_terms:
+    g_top = jnp.where(top > hp.conf_threshold, g_over, 0.0)
+    pull = 2.0 * g_jump * (p1[1:] - p1[:-1])
+    g_p1 = jnp.pad(pull, (1, 0)) - jnp.pad(pull, (0, 1))
+    grad = grad + slope * (jnp.where(positive, g_top, -g_top) + g_p1)
+  grad = jnp.where(valid, grad, 0.0).astype(dtype_of.dtype)
+  return jnp.stack([-grad, grad], axis=-1), None
+
+
+_binary_token_terms.defvjp(_binary_token_terms_fwd, _binary_token_terms_bwd)
+
+
 def _same_label_pairs(labels: jax.Array, valid: jax.Array):
   """(transition, same) masks over t >= 1 for adjacent valid pairs, shape [T-1]."""
   both_valid = valid[..., 1:] & valid[..., :-1]
@@ -228,7 +305,8 @@ def _weighted_ce_pairs(logits, labels, *, ignore_index, label_smoothing,
              else (1.0,) * num_classes)
   hp = _Smoothing(float(label_smoothing), weights, float(conf_threshold),
                   with_boundary_terms)
-  terms = _token_terms(logits, labels, ignore_index, hp)
+  terms_fn = _binary_token_terms if num_classes == 2 else _token_terms
+  terms = terms_fn(logits, labels, ignore_index, hp)
   valid = labels != ignore_index
   mask = valid.astype(jnp.float32)
   target_weight = _target_weight(jnp.where(valid, labels, 0), weights) * mask

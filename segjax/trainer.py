@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import pathlib
+import signal
 from typing import Any
 
 from absl import logging
@@ -123,6 +124,37 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model,
 # ----------------------------------------------------------------------------
 # Helpers of the loop.
 # ----------------------------------------------------------------------------
+
+
+class PreemptionWatcher:
+  """Says, at a step boundary, that a SIGTERM asked the job to stop.
+
+  A preempted TPU VM receives SIGTERM. In a multi-process job every process
+  must stop at the same step: orbax's preemption sync point (backed by
+  `jax.distributed`) gives them one. A single process catches the signal
+  itself and stops at its next step.
+  """
+
+  def __init__(self, checkpointer: checkpoints.Checkpointer):
+    self._manager = checkpointer.manager
+    self._signalled = False
+    self._multi_process = jax.process_count() > 1
+    if not self._multi_process:
+      signal.signal(signal.SIGTERM, self._on_sigterm)
+
+  def _on_sigterm(self, signum, frame):
+    del signum, frame
+    logging.warning("SIGTERM: saving a checkpoint at the next step")
+    self._signalled = True
+
+  def should_stop(self, step: int) -> bool:
+    if self._multi_process:
+      return self._manager.reached_preemption(step)
+    return self._signalled
+
+  def close(self) -> None:
+    if not self._multi_process:
+      signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def interval_summary(pending: list[dict[str, np.ndarray]]) -> dict[str, float]:
@@ -256,6 +288,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                                      total_steps=config.train.num_steps,
                                      enabled=is_chief)
   pending, last_eval = [], {}
+  preemption = PreemptionWatcher(checkpointer)
   num_steps = config.train.num_steps
   for step in range(start_step, num_steps):
     state, step_metrics = p_train_step(state, parallel.put_batch(
@@ -281,9 +314,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       writer.write(done, last_eval)
       logging.info("step %d dev: %s", done,
                    metric_writers.format_metrics(last_eval))
-    if evaluated or done % config.train.checkpoint_every == 0:
+    preempted = done < num_steps and preemption.should_stop(done)
+    if evaluated or preempted or done % config.train.checkpoint_every == 0:
       save(done, last_eval if evaluated else None)
+    if preempted:
+      checkpointer.close()
+      preemption.close()
+      writer.close()
+      progress.close()
+      logging.warning("Preempted: saved step %d", done)
+      return {"preempted": True, "step": done}
   progress.close()
+  preemption.close()
   checkpointer.wait()
 
   # -- Final test evaluation with the best checkpoint --------------------------

@@ -1,60 +1,11 @@
 """End-to-end tests of `segjax.train` on the embedded pydoc data, tiny model."""
 
 import json
-import os
-import pathlib
-import subprocess
-import sys
 
 import pytest
 
-from segjax import config_lib
+from e2e_helpers import cli, read_events, tiny_config, train_losses
 from segjax import trainer as train
-
-REPO = pathlib.Path(__file__).resolve().parent.parent
-TINY = {
-    "data.max_documents": 48,
-    "data.max_sentences": 32,
-    "data.num_buckets": 4096,
-    "data.max_tokens": 16,
-    "model.embed_dim": 16,
-    "model.hidden_dim": 32,
-    "model.mlp_dim": 32,
-    "model.num_layers": 1,
-    "model.num_heads": 2,
-    "train.batch_size": 8,
-    "train.eval_batch_size": 16,
-    "optim.learning_rate": 3e-3,
-    "optim.warmup_steps": 2,
-}
-
-
-def tiny_config(spec="configs/boundary.py", **overrides):
-  config = config_lib.load_config(str(REPO / spec))
-  for dotted, value in {**TINY, **overrides}.items():
-    section, key = dotted.split(".")
-    config[section][key] = value
-  return config
-
-
-def read_events(workdir):
-  with open(pathlib.Path(workdir) / "metrics.jsonl") as f:
-    return [json.loads(line) for line in f]
-
-
-def train_losses(events):
-  return {e["step"]: e["train_loss"] for e in events if "train_loss" in e}
-
-
-def cli(*args, devices=1, cwd=REPO):
-  env = dict(os.environ, XLA_FLAGS=(
-      f"--xla_force_host_platform_device_count={devices}"), JAX_PLATFORMS="cpu")
-  overrides = [f"--config.{k}={v}" for k, v in TINY.items()]
-  return subprocess.run(
-      [sys.executable, "-m", "segjax.train", *args[:1], *overrides, *args[1:]],
-      capture_output=True, text=True, cwd=cwd, env=env, timeout=600,
-      check=False)
-
 
 @pytest.mark.slow
 def test_training_learns_and_writes_every_output(tmp_path):

@@ -1,0 +1,65 @@
+"""Shared helpers of the end-to-end tests: tiny configs, CLI runs, metric events."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+from segjax import config_lib
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+TINY = {
+    "data.max_documents": 48,
+    "data.max_sentences": 32,
+    "data.num_buckets": 4096,
+    "data.max_tokens": 16,
+    "model.embed_dim": 16,
+    "model.hidden_dim": 32,
+    "model.mlp_dim": 32,
+    "model.num_layers": 1,
+    "model.num_heads": 2,
+    "train.batch_size": 8,
+    "train.eval_batch_size": 16,
+    "optim.learning_rate": 3e-3,
+    "optim.warmup_steps": 2,
+}
+
+
+def tiny_config(spec="configs/boundary.py", **overrides):
+  config = config_lib.load_config(str(REPO / spec))
+  for dotted, value in {**TINY, **overrides}.items():
+    section, key = dotted.split(".")
+    config[section][key] = value
+  return config
+
+
+def read_events(workdir):
+  with open(pathlib.Path(workdir) / "metrics.jsonl") as f:
+    return [json.loads(line) for line in f]
+
+
+def train_losses(events):
+  """step -> train_loss; a step logged twice (rerun after a kill) keeps the last."""
+  return {e["step"]: e["train_loss"] for e in events if "train_loss" in e}
+
+
+def cli_env(devices=1):
+  return dict(os.environ, XLA_FLAGS=(
+      f"--xla_force_host_platform_device_count={devices}"), JAX_PLATFORMS="cpu")
+
+
+def train_flags(config_flag, *args):
+  """`--config=... <TINY overrides> args` (--config must come first)."""
+  return [config_flag, *(f"--config.{k}={v}" for k, v in TINY.items()), *args]
+
+
+def train_command(config_flag, *args):
+  return [sys.executable, "-m", "segjax.train", *train_flags(config_flag, *args)]
+
+
+def cli(config_flag, *args, devices=1):
+  """Runs the train command to completion; returns the CompletedProcess."""
+  return subprocess.run(train_command(config_flag, *args), capture_output=True,
+                        text=True, cwd=REPO, env=cli_env(devices), timeout=600,
+                        check=False)

@@ -1,0 +1,159 @@
+"""Pod-scale behaviour on one machine: processes, shard_map, preemption, resume."""
+
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from e2e_helpers import (REPO, cli, cli_env, read_events, train_command,
+                         train_flags, train_losses)
+
+pytestmark = pytest.mark.slow
+STEPS = ["--config.train.num_steps=6", "--config.train.log_every=1",
+         "--config.train.eval_every=6", "--config.optim.learning_rate=3e-4"]
+
+
+def launch_local(workdir, *args, num_processes=2, devices_per_process=2):
+  return subprocess.run(
+      [sys.executable, "tools/launch_local.py",
+       f"--num_processes={num_processes}",
+       f"--devices_per_process={devices_per_process}",
+       f"--log_dir={workdir}_logs", "--",
+       *train_flags("--config=configs/boundary.py", f"--workdir={workdir}",
+                    *args)],
+      capture_output=True, text=True, cwd=REPO, timeout=900, check=False)
+
+
+def dev_event(workdir):
+  return next(e for e in read_events(workdir) if "val_pk" in e)
+
+
+def test_two_processes_of_two_devices_match_one_process_of_four(tmp_path):
+  pod = launch_local(tmp_path / "pod", *STEPS)
+  logs = "".join(p.read_text() for p in (tmp_path / "pod_logs").iterdir())
+  assert pod.returncode == 0, pod.stdout + logs[-3000:]
+  assert "2 process(es), 4 device(s) (2 local)" in logs
+  single = cli("--config=configs/boundary.py", f"--workdir={tmp_path / 'one'}",
+               *STEPS, devices=4)
+  assert single.returncode == 0, single.stderr[-3000:]
+
+  pod_losses = train_losses(read_events(tmp_path / "pod"))
+  one_losses = train_losses(read_events(tmp_path / "one"))
+  assert sorted(pod_losses) == list(range(1, 7))
+  for step, loss in one_losses.items():
+    assert pod_losses[step] == pytest.approx(loss, rel=1e-4), step
+  pod_dev, one_dev = dev_event(tmp_path / "pod"), dev_event(tmp_path / "one")
+  for key in ("val_pk", "val_window_diff", "val_boundary_f1", "val_loss"):
+    assert pod_dev[key] == pytest.approx(one_dev[key], rel=1e-4, abs=1e-6), key
+  # Only process 0 writes metrics: one event per step, not two.
+  steps = [e["step"] for e in read_events(tmp_path / "pod") if "train_loss" in e]
+  assert steps == list(range(1, 7))
+
+
+def test_pmap_and_shard_map_give_the_same_losses(tmp_path):
+  runs = {}
+  for mode in ("pmap", "shard_map"):
+    result = cli("--config=configs/boundary.py",
+                 f"--workdir={tmp_path / mode}", *STEPS,
+                 f"--config.parallel.mode={mode}", devices=4)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs[mode] = train_losses(read_events(tmp_path / mode))
+  assert sorted(runs["pmap"]) == list(range(1, 7))
+  for step, loss in runs["pmap"].items():
+    assert runs["shard_map"][step] == pytest.approx(loss, rel=1e-4), step
+
+
+def start_training(workdir, *args, devices=2):
+  return subprocess.Popen(
+      train_command("--config=configs/boundary.py", f"--workdir={workdir}",
+                    "--config.train.log_every=1", *args),
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+      env=cli_env(devices))
+
+
+def wait_for_step(workdir, step, process, timeout=300):
+  """Blocks until metrics.jsonl has logged `step` (the run is mid-training)."""
+  deadline = time.time() + timeout
+  metrics = pathlib.Path(workdir) / "metrics.jsonl"
+  while time.time() < deadline:
+    assert process.poll() is None, process.communicate()[1][-3000:]
+    if metrics.exists() and step in train_losses(read_events(workdir)):
+      return
+    time.sleep(0.1)
+  raise TimeoutError(f"step {step} not reached in {timeout} s")
+
+
+def checkpoint_steps(workdir):
+  folder = pathlib.Path(workdir) / "checkpoints"
+  return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
+
+
+def test_sigterm_saves_exits_zero_and_resumes(tmp_path):
+  workdir = tmp_path / "run"
+  process = start_training(workdir, "--config.train.num_steps=400",
+                           "--config.train.checkpoint_every=1000",
+                           "--config.train.eval_every=1000")
+  wait_for_step(workdir, 3, process)
+  process.send_signal(signal.SIGTERM)
+  _, stderr = process.communicate(timeout=300)
+  assert process.returncode == 0, stderr[-3000:]
+  assert "Preempted: saved step" in stderr
+  saved = checkpoint_steps(workdir)
+  assert len(saved) == 1 and 3 <= saved[0] < 400
+
+  resumed = cli("--config=configs/boundary.py", f"--workdir={workdir}",
+                f"--config.train.num_steps={saved[0] + 2}",
+                "--config.train.log_every=1",
+                "--config.train.checkpoint_every=1000",
+                "--config.train.eval_every=1000", devices=2)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert f"Resuming from step {saved[0]}" in resumed.stderr
+  assert max(train_losses(read_events(workdir))) == saved[0] + 2
+
+
+def test_sigkill_then_rerun_matches_an_uninterrupted_run(tmp_path):
+  common = ["--config.train.num_steps=12", "--config.train.checkpoint_every=3",
+            "--config.train.eval_every=1000", "--config.optim.decay_steps=12"]
+  straight = cli("--config=configs/boundary.py",
+                 f"--workdir={tmp_path / 'straight'}",
+                 "--config.train.log_every=1", *common, devices=2)
+  assert straight.returncode == 0, straight.stderr[-3000:]
+
+  workdir = tmp_path / "killed"
+  process = start_training(workdir, *common)
+  wait_for_step(workdir, 7, process)
+  process.kill()
+  process.communicate()
+  last_saved = checkpoint_steps(workdir)[-1]
+  assert 3 <= last_saved < 12
+  rerun = cli("--config=configs/boundary.py", f"--workdir={workdir}",
+              "--config.train.log_every=1", *common, devices=2)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert f"Resuming from step {last_saved}" in rerun.stderr
+  assert train_losses(read_events(workdir)) == train_losses(
+      read_events(tmp_path / "straight"))
+
+
+def test_half_written_checkpoint_is_never_restored(tmp_path):
+  workdir = tmp_path / "run"
+  first = cli("--config=configs/boundary.py", f"--workdir={workdir}",
+              "--config.train.num_steps=2", "--config.train.eval_every=1000",
+              "--config.train.checkpoint_every=1", devices=2)
+  assert first.returncode == 0, first.stderr[-3000:]
+  # What a save killed mid-write leaves: orbax's temporary folder for step 5,
+  # with a truncated state file.
+  partial = workdir / "checkpoints" / "5.orbax-checkpoint-tmp-1795650000"
+  shutil.copytree(workdir / "checkpoints" / "2", partial)
+  for file in (partial / "state").rglob("*"):
+    if file.is_file():
+      file.write_bytes(file.read_bytes()[:7])
+  rerun = cli("--config=configs/boundary.py", f"--workdir={workdir}",
+              "--config.train.num_steps=4", "--config.train.eval_every=1000",
+              "--config.train.checkpoint_every=1", devices=2)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert "Resuming from step 2" in rerun.stderr
+  assert checkpoint_steps(workdir)[-1] == 4

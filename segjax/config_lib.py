@@ -18,7 +18,7 @@ import ml_collections
 # A tiny, fast run for tests and a first look: `configs/boundary.py:smoke`.
 SMOKE_OVERRIDES = {
     "data.max_documents": 64,
-    "model.embed_dim": 32,
+    "model.embed_dim": 16,
     "model.hidden_dim": 32,
     "model.mlp_dim": 64,
     "model.num_layers": 1,
@@ -52,13 +52,15 @@ def base_config() -> ml_collections.ConfigDict:
   config.model.sentence_encoder = "pool"  # pool | transformer
   config.model.sentence_layers = 1
   config.model.document_encoder = "transformer"  # transformer | bilstm
-  config.model.embed_dim = 64
-  config.model.hidden_dim = 128
+  config.model.embed_dim = 32
+  config.model.hidden_dim = 64
   config.model.num_layers = 2
   config.model.num_heads = 4
-  config.model.mlp_dim = 256
+  config.model.mlp_dim = 128
   config.model.dropout_rate = 0.1
-  config.model.cohesion_window = 3  # 0 disables the lexical-cohesion features
+  # Block similarities of up to 5 sentences either side of each gap: the
+  # topic-independent signal that carries over to unseen topics. 0 disables.
+  config.model.cohesion_window = 5
   config.model.dtype = "float32"  # bfloat16 on TPU
 
   config.optim = ml_collections.ConfigDict()

@@ -1,5 +1,7 @@
 """Tests of segjax.models: shapes, padding invariance, per-example dropout."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -49,12 +51,16 @@ def _params(model, tokens):
   )
 
 
+@functools.partial(jax.jit, static_argnames=("model", "train"))
 def _apply(model, params, tokens, mask, *, train=False, example_rngs=None):
-  return jax.jit(
-      lambda p, t, m, r: model.apply(
-          {"params": p}, t, m, train=train, example_rngs=r
-      )
-  )(params, tokens, mask, example_rngs)
+  return model.apply(
+      {"params": params}, tokens, mask, train=train, example_rngs=example_rngs
+  )
+
+
+_cohesion_features = jax.jit(
+    models.cohesion_features, static_argnames="window"
+)
 
 
 @pytest.fixture(scope="module", params=ENCODERS)
@@ -174,9 +180,8 @@ def test_sentence_transformer_and_bfloat16():
 def test_cohesion_window_zero_has_no_cohesion_parameters():
   with_cohesion = _params(_model(), _batch()[0])
   without = _params(_model(cohesion_window=0), _batch()[0])
-  assert "CohesionFeatures_0" in with_cohesion
-  assert "CohesionFeatures_0" not in without
-  assert models.count_params(without) < models.count_params(with_cohesion)
+  assert "cohesion_projection" in with_cohesion
+  assert "cohesion_projection" not in without
 
 
 def test_count_params():
@@ -212,7 +217,7 @@ def test_gap_similarities_match_explicit_bags_of_words():
   tokens = rng.integers(0, 20, (2, 9, 5))
   weights = rng.uniform(0.5, 1.5, 20).astype(np.float32)
   band = models.sentence_gram_band(
-      jnp.asarray(tokens), jnp.asarray(weights), 2 * window - 1
+      jnp.asarray(tokens), jnp.asarray(weights[tokens]), 2 * window - 1
   )
   actual = models.gap_similarities(models.band_to_matrix(band), window)
   np.testing.assert_allclose(
@@ -220,25 +225,46 @@ def test_gap_similarities_match_explicit_bags_of_words():
   )
 
 
+def test_window_document_frequency_counts_sentences_per_id():
+  rng = np.random.default_rng(1)
+  tokens = rng.integers(0, 12, (3, 7, 5))
+  expected = np.zeros_like(tokens)
+  for b, i, l in np.ndindex(tokens.shape):
+    expected[b, i, l] = (tokens[b] == tokens[b, i, l]).any(axis=1).sum()
+  np.testing.assert_array_equal(
+      models.window_document_frequency(jnp.asarray(tokens)), expected
+  )
+
+
+def test_window_idf_discounts_words_spread_over_the_window():
+  # Id 3 is in every sentence, id 4 in one; 0 is padding.
+  tokens = jnp.array([[[3, 4], [3, 0], [3, 0], [0, 0]]])
+  mask = jnp.array([[True, True, True, False]])
+  np.testing.assert_allclose(
+      jax.jit(models.window_idf)(tokens, mask)[0],
+      [[np.log(4 / 3.5), np.log(4 / 1.5)], [np.log(4 / 3.5), 0.0],
+       [np.log(4 / 3.5), 0.0], [0.0, 0.0]],
+      rtol=1e-6,
+  )
+
+
 def test_cohesion_is_higher_for_repeated_sentences_than_disjoint_ones():
   # Sentences 0-1 repeat one sentence; sentence 2 shares no word with them.
   tokens = jnp.array([[[5, 6, 7, 0], [5, 6, 7, 0], [8, 9, 0, 0]]])
   mask = jnp.ones((1, 3), bool)
-  features = models.cohesion_features(
-      tokens, mask, jnp.ones(NUM_BUCKETS), window=1
-  )
+  features = _cohesion_features(tokens, mask, window=1)
   # Columns: gap before, gap after, gap after next, has previous, has next.
   gap_after = features[0, :, 1]
+  assert gap_after[0] > gap_after[1]
   np.testing.assert_allclose(gap_after, [1.0, 0.0, 0.0], atol=1e-6)
+  np.testing.assert_allclose(features[0, :, 0], [0.0, 1.0, 0.0], atol=1e-6)
   np.testing.assert_allclose(features[0, :, 3], [0, 1, 1])
   np.testing.assert_allclose(features[0, :, 4], [1, 1, 0])
 
 
 def test_cohesion_features_of_empty_sentences_are_zero_not_nan():
   tokens = jnp.zeros((1, 4, 3), jnp.int32)
-  features = models.cohesion_features(
-      tokens, jnp.ones((1, 4), bool), jnp.ones(NUM_BUCKETS), window=2
-  )
+  features = _cohesion_features(tokens, jnp.ones((1, 4), bool), window=2)
   assert np.isfinite(features).all()
   np.testing.assert_array_equal(features[..., :-2], 0.0)
 

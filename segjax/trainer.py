@@ -54,7 +54,8 @@ def make_optimizer(optim: ml_collections.ConfigDict, num_steps: int):
   A step whose gradients are not finite is skipped (`apply_if_finite`): the
   weights and Adam moments stay as they were and `total_notfinite` counts it.
   Its consecutive-error limit is set beyond any run length, because past it
-  optax applies the NaN update and the weights are lost for good.
+  optax applies the NaN update and the weights are lost for good. A skipped
+  step also leaves AdamW's own step count, and so the schedule, where it was.
 
   Returns:
     (optax transformation, learning-rate schedule).

@@ -157,3 +157,26 @@ def test_half_written_checkpoint_is_never_restored(tmp_path):
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   assert "Resuming from step 2" in rerun.stderr
   assert checkpoint_steps(workdir)[-1] == 4
+
+
+def test_sigterm_stops_every_process_at_the_same_step(tmp_path):
+  """Preemption of a 2-process job: orbax's sync point picks one step."""
+  workdir = tmp_path / "pod"
+  launcher = subprocess.Popen(
+      [sys.executable, "tools/launch_local.py", "--num_processes=2",
+       "--devices_per_process=1", f"--log_dir={tmp_path / 'logs'}", "--",
+       *train_flags("--config=configs/boundary.py", f"--workdir={workdir}",
+                    "--config.train.num_steps=400",
+                    "--config.train.log_every=1",
+                    "--config.train.eval_every=1000",
+                    "--config.train.checkpoint_every=1000")],
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+  wait_for_step(workdir, 3, launcher)
+  launcher.send_signal(signal.SIGTERM)
+  stdout, stderr = launcher.communicate(timeout=300)
+  logs = [p.read_text() for p in sorted((tmp_path / "logs").iterdir())]
+  assert launcher.returncode == 0, stdout + stderr + logs[0][-2000:]
+  saved = checkpoint_steps(workdir)
+  assert len(saved) == 1 and saved[0] < 400
+  for log in logs:
+    assert f"Preempted: saved step {saved[0]}" in log

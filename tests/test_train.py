@@ -1,11 +1,13 @@
 """End-to-end tests of `segjax.train` on the embedded pydoc data, tiny model."""
 
 import json
+import sys
 
 import pytest
 
 from e2e_helpers import cli, read_events, tiny_config, train_losses
 from segjax import trainer as train
+
 
 @pytest.mark.slow
 def test_training_learns_and_writes_every_output(tmp_path):
@@ -165,3 +167,122 @@ def test_train_step_gradient_does_not_depend_on_device_count(mode):
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
                                                        atol=1e-6),
                params_4, params_1)
+
+
+@pytest.fixture(scope="module")
+def trained_workdir(tmp_path_factory):
+  """A tiny finished run, shared by the evaluate and segment tests."""
+  workdir = tmp_path_factory.mktemp("trained")
+  train.train_and_evaluate(tiny_config(**{
+      "train.num_steps": 8, "train.eval_every": 4,
+      "train.checkpoint_every": 4}), workdir)
+  return workdir
+
+
+def run_module(module, *args, stdin=None):
+  import subprocess  # pylint: disable=g-import-not-at-top
+  from e2e_helpers import REPO, cli_env  # pylint: disable=g-import-not-at-top
+  return subprocess.run([sys.executable, "-m", module, *args], input=stdin,
+                        capture_output=True, text=True, cwd=REPO,
+                        env=cli_env(1), timeout=300, check=False)
+
+
+@pytest.mark.slow
+def test_evaluate_prints_every_metric_of_the_best_checkpoint(trained_workdir):
+  result = run_module("segjax.evaluate", f"--workdir={trained_workdir}",
+                      "--split=test", "--format=json")
+  assert result.returncode == 0, result.stderr[-3000:]
+  scores = json.loads(result.stdout)
+  for key in ("pk", "window_diff", "boundary_f1", "complete_segments",
+              "macro_f1", "ece", "threshold"):
+    assert isinstance(scores[key], float), key
+  best = next(e for e in reversed(read_events(trained_workdir))
+              if "test_pk" in e)
+  # The same checkpoint, threshold and documents as the trainer's own test
+  # evaluation give the same numbers.
+  assert scores["step"] == best["best_step"]
+  assert scores["pk"] == pytest.approx(best["test_pk"], abs=1e-6)
+  assert scores["threshold"] == pytest.approx(best["test_threshold"])
+  table = run_module("segjax.evaluate", f"--workdir={trained_workdir}",
+                     "--split=dev")
+  assert table.returncode == 0 and "window_diff" in table.stdout
+
+
+@pytest.mark.slow
+def test_segment_splits_raw_text_at_predicted_boundaries(trained_workdir):
+  text = ("The cat sat on the mat. It was warm there.\n\n"
+          "Stocks fell sharply today. Investors were worried.\n")
+  result = run_module("segjax.segment", f"--workdir={trained_workdir}",
+                      "--format=json", "--threshold=0.0", "-", stdin=text)
+  assert result.returncode == 0, result.stderr[-3000:]
+  out = json.loads(result.stdout)
+  assert out["sentences"] == ["The cat sat on the mat.", "It was warm there.",
+                              "Stocks fell sharply today.",
+                              "Investors were worried."]
+  assert len(out["boundary_probabilities"]) == 4
+  # Threshold 0: a cut after every sentence.
+  assert out["segments"] == [[s] for s in out["sentences"]]
+  plain = run_module("segjax.segment", f"--workdir={trained_workdir}",
+                     "--one_per_line", "--threshold=1.0", "-", stdin=text)
+  assert plain.returncode == 0, plain.stderr[-3000:]
+  assert "==========" not in plain.stdout
+  assert plain.stdout.splitlines()[0] == (
+      "The cat sat on the mat. It was warm there.")
+
+
+@pytest.mark.parametrize("module, args", [("segjax.evaluate", []),
+                                          ("segjax.segment", ["-"])])
+def test_segment_and_evaluate_name_a_missing_workdir(tmp_path, module, args):
+  result = run_module(module, f"--workdir={tmp_path / 'nothing'}", *args,
+                      stdin="One sentence.")
+  assert result.returncode != 0
+  assert "nothing" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_non_finite_gradient_skips_the_update():
+  import functools  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from segjax import data, losses, models, parallel  # pylint: disable=g-import-not-at-top
+
+  config = tiny_config()
+  model = models.model_from_config(config.model,
+                                   num_buckets=config.data.num_buckets,
+                                   num_classes=2,
+                                   max_sentences=config.data.max_sentences)
+  tx, schedule = train.make_optimizer(config.optim, 10)
+  state = train.create_train_state(config, model, tx)
+  batch = next(data.make_train_iterator(
+      data.pydoc_documents("train", num_documents=8),
+      data.Tokenizer.from_config(config.data), global_batch_size=4,
+      max_sentences=config.data.max_sentences, seed=0))
+  good_loss = losses.create_loss(config.loss)
+
+  def poisoned_loss(logits, labels, axis_name=None):
+    loss, aux = good_loss(logits, labels, axis_name=axis_name)
+    return loss * jnp.nan, aux
+
+  def step(loss_fn, state):
+    return jax.pmap(functools.partial(
+        train.train_step, model=model, loss_fn=loss_fn, schedule=schedule),
+                    axis_name=parallel.AXIS, devices=jax.local_devices()[:1])(
+                        jax.tree.map(lambda x: np.asarray(x)[None], state),
+                        jax.tree.map(lambda x: x[None], batch))
+
+  first = jax.tree.map(lambda x: np.asarray(x[0]), step(poisoned_loss, state))
+  skipped_state, metrics = first
+  assert int(metrics["skipped_steps"]) == 1
+  jax.tree.map(np.testing.assert_array_equal, skipped_state.params,
+               state.params)
+  # The skipped step froze the optimizer's own count, whose schedule starts
+  # at learning rate 0: the second good step is the first that moves.
+  recovered = skipped_state
+  for _ in range(2):
+    recovered, metrics = jax.tree.map(lambda x: np.asarray(x[0]),
+                                      step(good_loss, recovered))
+  assert int(metrics["skipped_steps"]) == 1
+  assert np.isfinite(metrics["train_loss"])
+  changed = jax.tree.leaves(jax.tree.map(
+      lambda a, b: not np.array_equal(a, b), recovered.params, state.params))
+  assert any(changed)

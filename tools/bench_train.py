@@ -43,8 +43,8 @@ def pipeline_batches_per_second(config, documents, tokenizer,
   return num_batches / (time.perf_counter() - start)
 
 
-def step_seconds(config, batches, num_steps: int) -> list[float]:
-  """Wall time of each of `num_steps` blocked train steps after warm-up."""
+def compiled_step(config, batches):
+  """(step function, initial state, device batches) of one config."""
   parallel = parallel_lib.DataParallel(config.parallel.mode)
   model = models.model_from_config(
       config.model, num_buckets=config.data.num_buckets,
@@ -55,16 +55,27 @@ def step_seconds(config, batches, num_steps: int) -> list[float]:
   step = parallel.map_step(functools.partial(
       trainer.train_step, model=model, loss_fn=losses.create_loss(config.loss),
       schedule=schedule))
-  device_batches = [parallel.put_batch(b) for b in batches]
-  for batch in device_batches[:3]:
-    state, metrics = step(state, batch)
-  jax.block_until_ready(metrics)
-  times = []
-  for i in range(num_steps):
-    start = time.perf_counter()
-    state, metrics = step(state, device_batches[i % len(device_batches)])
-    jax.block_until_ready(metrics)
-    times.append(time.perf_counter() - start)
+  return step, state, [parallel.put_batch(b) for b in batches]
+
+
+def interleaved_step_seconds(configs, batches, num_steps: int):
+  """Blocked step times per config, the configs' steps alternating.
+
+  Alternating step by step (rather than timing one config after the other)
+  keeps load changes on a shared machine from favouring either.
+  """
+  runs = {name: list(compiled_step(config, batches))
+          for name, config in configs.items()}
+  times = {name: [] for name in runs}
+  for i in range(num_steps + 3):
+    for name, run in runs.items():
+      step, state, device_batches = run
+      start = time.perf_counter()
+      state, metrics = step(state, device_batches[i % len(device_batches)])
+      jax.block_until_ready(metrics)
+      run[1] = state
+      if i >= 3:  # the first calls compile and warm up
+        times[name].append(time.perf_counter() - start)
   return times
 
 
@@ -85,12 +96,9 @@ def main():
   sentences_per_batch = float(np.mean([b["sentence_mask"].sum()
                                        for b in batches]))
 
-  steps = {}
-  # Alternate the two losses so that load changes affect both alike.
-  for name in ["boundary_aware", "cross_entropy"] * 2:
-    config = config_lib.load_config(str(bench_report.REPO_ROOT / CONFIGS[name]))
-    steps.setdefault(name, []).extend(
-        step_seconds(config, batches, args.steps // 2))
+  configs = {name: config_lib.load_config(str(bench_report.REPO_ROOT / path))
+             for name, path in CONFIGS.items()}
+  steps = interleaved_step_seconds(configs, batches, args.steps)
   median = {name: statistics.median(t) for name, t in steps.items()}
   pipeline = pipeline_batches_per_second(base, splits["train"], tokenizer, 300)
   consumed = 1.0 / median["boundary_aware"]
@@ -114,7 +122,8 @@ def main():
       f"{base.data.max_sentences} sentences x {base.data.max_tokens} tokens "
       f"({sentences_per_batch:.0f} real sentences per batch on average), "
       f"{jax.device_count()} device(s), parallel mode {base.parallel.mode}; "
-      f"median of {args.steps} blocked steps per loss after warm-up.",
+      f"median of {args.steps} blocked steps per loss after warm-up, the two "
+      "losses' steps alternating.",
       f"Machine: {bench_report.machine_description()}.",
       "",
       "| measurement | value | |",

@@ -475,3 +475,21 @@ def test_eval_batches_cover_every_window_once_with_padding_masked():
       assert not b["sentence_mask"][padding].any()
       assert (b["labels"][padding] == IGNORE).all()
   assert per_process[1][-1]["example_id"].tolist() == [4, 5, 6, 7]
+
+
+def test_only_the_gathered_rows_are_tokenized():
+  """A process tokenizes the sentences of its own rows, not the corpus."""
+  documents = _toy_documents(30)
+  table = data.tokenize_windows(documents, TOKENIZER, max_sentences=5, stride=5)
+  assert not table._is_cached.any()  # pylint: disable=protected-access
+  batch = data.gather_windows(table, np.array([0, 3]))
+  rows = np.concatenate([
+      np.arange(table.window_offset[w],
+                table.window_offset[w] + table.window_length[w])
+      for w in (0, 3)])
+  cached = np.flatnonzero(table._is_cached)  # pylint: disable=protected-access
+  assert set(cached) == set(table.sentence_ids[rows])
+  expected = TOKENIZER.encode([table.sentences[i]
+                               for i in table.sentence_ids[rows]])
+  np.testing.assert_array_equal(batch["tokens"][batch["sentence_mask"]],
+                                expected)

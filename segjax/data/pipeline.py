@@ -7,15 +7,17 @@ its segment, 0 = otherwise, `ignore_index` for the last sentence of a document
 and for padding. A window cut inside a document keeps the real label of its
 last sentence: that sentence is a genuine prediction target.
 
-Documents longer than S sentences are cut into windows. All windows of a
-corpus are tokenized once, when the pipeline is built, into one flat array of
-sentence rows; making a batch is then a single numpy gather, which keeps the
-input pipeline far ahead of the train step.
+Documents longer than S sentences are cut into windows. The windows of a
+corpus are listed once, when the pipeline is built, as runs of one flat
+numbering of sentence rows; a batch is a numpy gather of token ids, and each
+distinct sentence is tokenized the first time a batch needs it (then cached),
+which keeps the input pipeline far ahead of the train step.
 
-Multi-process runs: every process builds the same global sequence of windows
+Multi-process runs: every process lists the same global sequence of windows
 and the same global batches of `global_batch_size` rows, and process i keeps
 rows `[i * b, (i + 1) * b)` with `b = global_batch_size // process_count`. So
-P processes see exactly the global batches of one process, in the same order.
+P processes see exactly the global batches of one process, in the same order,
+and each process tokenizes and materialises only its own rows: its shard.
 """
 
 from __future__ import annotations
@@ -99,24 +101,28 @@ def document_windows(
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class WindowTable:
-  """Every window of a corpus, tokenized once.
+  """Every window of a corpus; sentences are tokenized when first gathered.
 
-  Sentence rows of all documents are stored back to back; a window is a run
-  of consecutive rows of one document.
+  Sentence rows of all documents are numbered back to back; a window is a
+  run of consecutive rows of one document. Token ids are computed on demand
+  and cached per distinct sentence, so a process of a multi-process job only
+  ever tokenizes the sentences of its own rows of each batch.
 
   Attributes:
-    tokens: `[num_sentences, L]` token ids of every sentence (the tokenizer's
-      compact `id_dtype`).
-    labels: `[num_sentences]` int32 training labels (`sentence_labels`).
+    sentences: the distinct sentences of the corpus.
+    sentence_ids: `[num_rows]` int64 index into `sentences` of every row.
+    labels: `[num_rows]` int32 training labels (`sentence_labels`).
     window_doc: `[W]` int32 document index of each window.
     window_start: `[W]` int32 first sentence of each window in its document.
-    window_offset: `[W]` int64 row of that sentence in `tokens`.
+    window_offset: `[W]` int64 row of that sentence.
     window_length: `[W]` int32 sentences in each window.
     max_sentences: S, the padded number of sentences per window.
     ignore_index: the label of ignored positions.
+    tokenizer: turns sentences into token ids.
   """
 
-  tokens: np.ndarray
+  sentences: tuple[str, ...]
+  sentence_ids: np.ndarray
   labels: np.ndarray
   window_doc: np.ndarray
   window_start: np.ndarray
@@ -124,10 +130,32 @@ class WindowTable:
   window_length: np.ndarray
   max_sentences: int
   ignore_index: int
+  tokenizer: Tokenizer
+  # Token ids of the distinct sentences tokenized so far. np.zeros pages in
+  # lazily, so rows never gathered cost no memory.
+  _token_cache: np.ndarray = dataclasses.field(init=False, repr=False)
+  _is_cached: np.ndarray = dataclasses.field(init=False, repr=False)
+
+  def __post_init__(self):
+    shape = (len(self.sentences), self.tokenizer.max_tokens)
+    object.__setattr__(self, "_token_cache",
+                       np.zeros(shape, self.tokenizer.id_dtype))
+    object.__setattr__(self, "_is_cached",
+                       np.zeros(len(self.sentences), bool))
 
   @property
   def num_windows(self) -> int:
     return len(self.window_doc)
+
+  def tokens(self, rows: np.ndarray) -> np.ndarray:
+    """Token ids `[len(rows), L]` of sentence rows, tokenizing new ones."""
+    ids = self.sentence_ids[rows]
+    missing = np.unique(ids[~self._is_cached[ids]])
+    if missing.size:
+      encoded = self.tokenizer.encode([self.sentences[i] for i in missing])
+      self._token_cache[missing] = encoded
+      self._is_cached[missing] = True
+    return self._token_cache[ids]
 
 
 def tokenize_windows(
@@ -138,15 +166,15 @@ def tokenize_windows(
     stride: int,
     ignore_index: int = IGNORE_INDEX,
 ) -> WindowTable:
-  """Tokenizes a corpus and lists its windows (see `WindowTable`)."""
+  """Lists a corpus's windows (see `WindowTable`; tokens come on demand)."""
   lengths = np.array([doc.num_sentences for doc in documents], np.int64)
   doc_offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-  # Each distinct sentence is tokenized once: corpora built from a sentence
+  # Distinct sentences are tokenized once: corpora built from a sentence
   # pool (like the pydoc one) repeat sentences many times.
-  row_of_sentence = {}
-  sentence_rows = np.fromiter(
+  id_of_sentence = {}
+  sentence_ids = np.fromiter(
       (
-          row_of_sentence.setdefault(sentence, len(row_of_sentence))
+          id_of_sentence.setdefault(sentence, len(id_of_sentence))
           for doc in documents
           for sentence in doc.sentences
       ),
@@ -162,8 +190,8 @@ def tokenize_windows(
   window_doc = np.array([d for d, _ in windows], np.int32).reshape(-1)
   window_start = np.array([s for _, s in windows], np.int32).reshape(-1)
   return WindowTable(
-      tokens=tokenizer.encode(list(row_of_sentence)).astype(
-          tokenizer.id_dtype)[sentence_rows],
+      sentences=tuple(id_of_sentence),
+      sentence_ids=sentence_ids,
       labels=np.concatenate(labels) if labels else np.zeros(0, np.int32),
       window_doc=window_doc,
       window_start=window_start,
@@ -173,6 +201,7 @@ def tokenize_windows(
       ).astype(np.int32),
       max_sentences=max_sentences,
       ignore_index=ignore_index,
+      tokenizer=tokenizer,
   )
 
 
@@ -211,7 +240,9 @@ def gather_windows(table: WindowTable, rows: np.ndarray) -> Batch:
   flat = np.where(
       sentence_mask, table.window_offset[safe_rows][:, None] + positions, 0
   )
-  tokens = np.where(sentence_mask[..., None], table.tokens[flat], 0)
+  tokens = np.zeros(
+      sentence_mask.shape + (table.tokenizer.max_tokens,), np.int32)
+  tokens[sentence_mask] = table.tokens(flat[sentence_mask])
   labels = np.where(sentence_mask, table.labels[flat], table.ignore_index)
   return {
       "tokens": tokens.astype(np.int32),

@@ -175,8 +175,8 @@ def _token_terms_bwd(ignore_index, hp, residuals, cotangents):
             + g_top * (is_argmax - p)
             + p * (g_probs[c] - g_dot_p))
     grads.append(jnp.where(valid, grad, 0.0))
-  # Materialise the planes before interleaving them into [T, C].
-  grads = jax.lax.optimization_barrier(grads)
+  # XLA:CPU fuses this narrow interleave with all C plane expressions and
+  # evaluates them per element (BENCHMARKS.md notes): the C > 2 cost centre.
   return jnp.stack(grads, axis=-1).astype(dtype_of.dtype), None
 
 

@@ -188,9 +188,9 @@ def log_startup(config, parallel, splits, num_params) -> None:
                ", ".join(f"{k}={v}" for k, v in components.items()))
 
 
-def write_config(config, workdir: pathlib.Path) -> None:
-  (workdir / "config.json").write_text(
-      json.dumps(config.to_dict(), indent=2, sort_keys=True, default=list))
+def config_as_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The resolved config as plain JSON values (tuples become lists)."""
+  return json.loads(json.dumps(config.to_dict(), default=list))
 
 
 # ----------------------------------------------------------------------------
@@ -215,9 +215,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         f"{parallel.num_devices} devices; use a multiple of "
         f"{parallel.num_devices}")
   is_chief = jax.process_index() == 0
+  resolved_config = config_as_json(config)
   if is_chief:
     workdir.mkdir(parents=True, exist_ok=True)
-    write_config(config, workdir)
+    (workdir / "config.json").write_text(
+        json.dumps(resolved_config, indent=2, sort_keys=True))
   writer = metric_writers.MetricWriter(workdir, enabled=is_chief)
 
   # -- Input ------------------------------------------------------------------
@@ -275,8 +277,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     return {"loss": loss, **scores}
 
   def save(step, eval_metrics):
-    meta = {"step": step, "config": json.loads(json.dumps(
-        config.to_dict(), default=list)), "tokenizer": tokenizer.to_dict(),
+    meta = {"step": step, "config": resolved_config,
+            "tokenizer": tokenizer.to_dict(),
             "threshold": threshold, "eval": eval_metrics}
     ranking = None
     if eval_metrics and eval_metrics.get(config.train.best_metric) is not None:

@@ -279,11 +279,6 @@ class RunResult:
   calibration_ece: float
 
 
-def saved_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """The config as `trainer.write_config` stores it in config.json."""
-  return json.loads(json.dumps(config.to_dict(), sort_keys=True, default=list))
-
-
 def check_workdir(config: ml_collections.ConfigDict,
                   workdir: pathlib.Path) -> None:
   """Refuses a workdir holding a run of another config.
@@ -292,7 +287,8 @@ def check_workdir(config: ml_collections.ConfigDict,
   runs made with different settings.
   """
   path = workdir / "config.json"
-  if path.is_file() and json.loads(path.read_text()) != saved_config(config):
+  stored = json.loads(path.read_text()) if path.is_file() else None
+  if stored is not None and stored != trainer.config_as_json(config):
     raise CompareError(
         f"{workdir} holds a run of a different config; remove it or pass "
         "another --workdir_root")

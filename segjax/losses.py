@@ -55,61 +55,44 @@ class _Smoothing(NamedTuple):
 
 
 class _TokenTerms(NamedTuple):
-  """Per-token float32 terms of one sequence; garbage-free but not masked."""
+  """Per-token float32 terms of one sequence, 0 at ignored positions
+  (`jump` is 0 only where both neighbours are ignored)."""
 
   ce: jax.Array  # l_t, [T]
   entropy: jax.Array  # H_t, [T]
   overconfidence: jax.Array  # relu(max_c p_t[c] - conf_threshold), [T]
-  jump: jax.Array  # 0.5 ||p_t - p_{t-1}||^2 for t >= 1, [T - 1]
+  jump: jax.Array  # 0.5 ||p_t - p_{t-1}||^2, 0 at t = 0, [T]
 
 
-def _softmax_planes(logits: jax.Array, labels: jax.Array, ignore_index: int):
-  """Class planes of log-probabilities and probabilities of a [T, C] sequence.
+def _broadcast_tokens(values: jax.Array, shape) -> jax.Array:
+  """[T] -> [T, C] as one broadcast (a reshape first would split XLA's CSE)."""
+  return jax.lax.broadcast_in_dim(values, shape, (0,))
 
-  The class axis is minor and tiny (C = 2 for boundaries), and XLA:CPU
-  vectorises reductions over it poorly, so everything works on the C planes
-  [T] combined elementwise (a Python loop over the static C). Garbage (NaN,
-  inf, 1e30) at ignored positions is selected away before any arithmetic.
+
+def _previous(values: jax.Array) -> jax.Array:
+  """values[t - 1] at t along the leading axis, 0 at t = 0."""
+  return jnp.pad(values[:-1], [(1, 0)] + [(0, 0)] * (values.ndim - 1))
+
+
+def _following(values: jax.Array) -> jax.Array:
+  """values[t + 1] at t along the leading axis, 0 at the last position."""
+  return jnp.pad(values[1:], [(0, 1)] + [(0, 0)] * (values.ndim - 1))
+
+
+def _softmax_parts(logits: jax.Array):
+  """float32 logits, their class planes, the max, exp(x - max) and its sum.
+
+  `exp(x - max)` is the only transcendental evaluated per (token, class): it
+  is materialised once in the [T, C] layout and every later quantity reads
+  it (the backward pass writes its result over it).
   """
-  valid = labels != ignore_index
   # bf16/fp16 are upcast to float32; float64 (gradient checks) is kept.
-  dtype = jnp.promote_types(logits.dtype, jnp.float32)
-  planes = [jnp.where(valid, logits[:, c].astype(dtype), 0.0)
-            for c in range(logits.shape[-1])]
-  # log-softmax as (x - max) - log(sum exp(x - max)): finite for finite logits.
+  x = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
+  planes = [x[:, c] for c in range(x.shape[-1])]
   top = functools.reduce(jnp.maximum, planes)
-  shifted = [x - top for x in planes]
-  exps = [jnp.exp(x) for x in shifted]
-  sum_exp = functools.reduce(jnp.add, exps)
-  log_sum_exp = jnp.log(sum_exp)
-  inv_sum = 1.0 / sum_exp
-  log_probs = [x - log_sum_exp for x in shifted]
-  probs = [e * inv_sum for e in exps]
-  # The top probability of a softmax is exp(0) / sum_exp.
-  return log_probs, probs, inv_sum
-
-
-def _terms_from_planes(log_probs, probs, top_prob, target, hp: _Smoothing):
-  num_classes = len(log_probs)
-  eps, weights = hp.label_smoothing, hp.class_weights
-  target_nll = -sum(jnp.where(target == c, lp, 0.0)
-                    for c, lp in enumerate(log_probs))
-  target_weight = _target_weight(target, weights)
-  smooth_nll = -sum(w * lp for w, lp in zip(weights, log_probs))
-  ce = ((1.0 - eps) * target_weight * target_nll
-        + (eps / num_classes) * smooth_nll)
-  entropy = -sum(p * lp for p, lp in zip(probs, log_probs))
-  if hp.with_boundary_terms:
-    overconfidence = jax.nn.relu(top_prob - hp.conf_threshold)
-    jump = 0.5 * sum(jnp.square(p[1:] - p[:-1]) for p in probs)
-  else:
-    overconfidence, jump = jnp.zeros_like(ce), jnp.zeros_like(ce[1:])
-  return _TokenTerms(ce, entropy, overconfidence, jump)
-
-
-def _target_weight(target: jax.Array, weights: Sequence[float]) -> jax.Array:
-  """w[y_t] as a select chain (a gather over a size-C axis is slow on CPU)."""
-  return sum(jnp.where(target == c, w, 0.0) for c, w in enumerate(weights))
+  exps = jnp.exp(x - _broadcast_tokens(top, x.shape))
+  sum_exp = functools.reduce(jnp.add, [exps[:, c] for c in range(x.shape[-1])])
+  return x, planes, top, exps, sum_exp
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -121,63 +104,97 @@ def _token_terms(logits: jax.Array, labels: jax.Array, ignore_index: int,
 
 
 def _token_terms_fwd(logits, labels, ignore_index, hp):
-  log_probs, probs, top_prob = _softmax_planes(logits, labels, ignore_index)
-  target = jnp.where(labels != ignore_index, labels, 0)
-  terms = _terms_from_planes(log_probs, probs, top_prob, target, hp)
-  residuals = (log_probs, probs, top_prob, terms.entropy, target,
-               labels != ignore_index, jnp.zeros((0,), logits.dtype))
-  return terms, residuals
+  num_classes = logits.shape[-1]
+  eps, weights = hp.label_smoothing, hp.class_weights
+  valid = labels != ignore_index
+  target = jnp.where(valid, labels, 0)
+  x, planes, top, exps, sum_exp = _softmax_parts(logits)
+  # Ignored positions may hold garbage: every per-token value is selected
+  # with `valid` below, and the probabilities are, before neighbours meet.
+  inv_sum = 1.0 / sum_exp  # also the top probability
+  log_sum = jnp.log(sum_exp)
+  # Shifted logits x - max keep every difference below small: exact for
+  # logits of any magnitude (log-softmax is shifted - log_sum).
+  shifted = [xc - top for xc in planes]
+  target_shifted = sum(jnp.where(target == c, sc, 0.0)
+                       for c, sc in enumerate(shifted))
+  ce = ((1.0 - eps) * _target_weight(target, weights) * (log_sum - target_shifted)
+        + (eps / num_classes) * (sum(weights) * log_sum
+                                 - sum(w * sc for w, sc in zip(weights, shifted))))
+  entropy = log_sum - inv_sum * sum(exps[:, c] * sc
+                                    for c, sc in enumerate(shifted))
+  if hp.with_boundary_terms:
+    overconfidence = jax.nn.relu(inv_sum - hp.conf_threshold)
+    probs = [jnp.where(valid, exps[:, c] * inv_sum, 0.0)
+             for c in range(num_classes)]
+    jump = 0.5 * sum(jnp.square(p - _previous(p)) for p in probs)
+  else:
+    overconfidence = jnp.zeros_like(ce)
+    jump = jnp.zeros_like(ce)
+  terms = _TokenTerms(jnp.where(valid, ce, 0.0), jnp.where(valid, entropy, 0.0),
+                      jnp.where(valid, overconfidence, 0.0), jump)
+  return terms, (logits, labels, terms.entropy)
 
 
 def _token_terms_bwd(ignore_index, hp, residuals, cotangents):
-  """Analytic VJP, elementwise over class planes.
+  """Analytic VJP in the [T, C] layout, from per-token coefficients.
 
-  Autodiff of the plane formulation makes XLA fuse every plane's gradient
-  into the final interleaving write and recompute all C of them per element
-  (C^2 work); the closed forms below keep the backward pass linear in C.
-  With softmax p and log-softmax lp, for logit j:
+  With softmax p, log-softmax lp, entropy H and top probability top, for
+  logit j:
     dl/dx_j   = (1 - eps) w_y (p_j - [j = y]) + (eps / C) (sum_c w_c p_j - w_j)
     dH/dx_j   = -p_j (lp_j + H)
     dtop/dx_j = top ([j = argmax] - p_j)
-    and a cotangent g on the probabilities pulls back to p_j (g_j - <g, p>).
+  and a cotangent g on the probabilities pulls back to p_j (g_j - <g, p>),
+  where the jumps give g_t = G_t (p_t - p_{t-1}) - G_{t+1} (p_{t+1} - p_t).
+  Everything that multiplies p_j and does not depend on j is one per-token
+  coefficient, divided by sum exp so that the gradient reads exp(x - max).
   """
-  del ignore_index
-  log_probs, probs, top_prob, entropy, target, valid, dtype_of = residuals
+  logits, labels, entropy = residuals
   g_ce, g_entropy, g_over, g_jump = cotangents
-  num_classes = len(probs)
+  shape = logits.shape
+  num_classes = shape[-1]
   eps, weights = hp.label_smoothing, hp.class_weights
-
-  if hp.with_boundary_terms:
-    # Cotangent on the probabilities from the jumps between neighbours.
-    pulls = [g_jump * (p[1:] - p[:-1]) for p in probs]
-    g_probs = [jnp.pad(g, (1, 0)) - jnp.pad(g, (0, 1)) for g in pulls]
-    g_dot_p = sum(g * p for g, p in zip(g_probs, probs))
-    g_top = jnp.where(top_prob > hp.conf_threshold, g_over * top_prob, 0.0)
-  else:
-    g_probs, g_dot_p, g_top = [0.0] * len(probs), 0.0, 0.0
-
+  valid = labels != ignore_index
+  target = jnp.where(valid, labels, 0)
+  x, planes, top, exps, sum_exp = _softmax_parts(logits)
+  inv_sum = 1.0 / sum_exp
   g_ce_target = g_ce * (1.0 - eps) * _target_weight(target, weights)
   g_ce_smooth = g_ce * (eps / num_classes)
-  total_weight = sum(weights)
-  max_log_prob = functools.reduce(jnp.maximum, log_probs)
-  is_argmax_taken = jnp.zeros_like(valid)
-
-  grads = []
-  for c in range(num_classes):
-    p, lp = probs[c], log_probs[c]
-    is_target = target == c
+  # -g_H p_j (lp_j + H) = -g_H p_j (x_j - max) + g_H p_j (log sum_exp - H)
+  coefficient = (g_ce_target + g_ce_smooth * sum(weights)
+                 + g_entropy * (jnp.log(sum_exp) - entropy))
+  classes = jax.lax.broadcasted_iota(jnp.int32, shape, 1)
+  valid_tokens = _broadcast_tokens(valid, shape)
+  probs = jnp.where(valid_tokens, exps * _broadcast_tokens(inv_sum, shape), 0.0)
+  per_prob = -_broadcast_tokens(g_entropy, shape) * (
+      x - _broadcast_tokens(top, shape))
+  rest = (-_broadcast_tokens(g_ce_target, shape)
+          * (classes == _broadcast_tokens(target, shape))
+          - _broadcast_tokens(g_ce_smooth, shape) * jnp.asarray(weights, x.dtype))
+  if hp.with_boundary_terms:
+    g_top = jnp.where(inv_sum > hp.conf_threshold, g_over * inv_sum, 0.0)
     # First maximal class, matching jnp.argmax on ties.
-    is_argmax = (lp == max_log_prob) & ~is_argmax_taken
-    is_argmax_taken = is_argmax_taken | is_argmax
-    grad = (g_ce_target * (p - is_target)
-            + g_ce_smooth * (total_weight * p - weights[c])
-            - g_entropy * p * (lp + entropy)
-            + g_top * (is_argmax - p)
-            + p * (g_probs[c] - g_dot_p))
-    grads.append(jnp.where(valid, grad, 0.0))
-  # XLA:CPU fuses this narrow interleave with all C plane expressions and
-  # evaluates them per element (BENCHMARKS.md notes): the C > 2 cost centre.
-  return jnp.stack(grads, axis=-1).astype(dtype_of.dtype), None
+    argmax = jnp.full(top.shape, num_classes - 1, jnp.int32)
+    for c in reversed(range(num_classes - 1)):
+      argmax = jnp.where(planes[c] == top, c, argmax)
+    pull = _broadcast_tokens(g_jump, shape) * (probs - _previous(probs))
+    g_probs = pull - _following(pull)
+    g_dot_p = sum((g_probs * probs)[:, c] for c in range(num_classes))
+    coefficient = coefficient - g_top - g_dot_p
+    per_prob = per_prob + g_probs
+    rest = rest + _broadcast_tokens(g_top, shape) * (
+        classes == _broadcast_tokens(argmax, shape))
+  # A divide is never duplicated into the broadcast below: the coefficient
+  # is computed once per token, not once per (token, class).
+  scaled = coefficient / sum_exp
+  grad = exps * _broadcast_tokens(scaled, shape) + probs * per_prob + rest
+  grad = jnp.where(valid_tokens, grad, 0.0)
+  return grad.astype(logits.dtype), None
+
+
+def _target_weight(target: jax.Array, weights: Sequence[float]) -> jax.Array:
+  """w[y_t] as a select chain (a gather over a size-C axis is slow on CPU)."""
+  return sum(jnp.where(target == c, w, 0.0) for c, w in enumerate(weights))
 
 
 _token_terms.defvjp(_token_terms_fwd, _token_terms_bwd)
@@ -225,11 +242,13 @@ def _binary_token_terms_fwd(logits, labels, ignore_index, hp):
   if hp.with_boundary_terms:
     overconfidence = jax.nn.relu(top - hp.conf_threshold)
     # 0.5 ||p_t - p_{t-1}||^2 with p0 = 1 - p1.
-    jump = jnp.square(p1[1:] - p1[:-1])
+    jump = jnp.square(p1 - _previous(p1))
   else:
-    overconfidence, jump = jnp.zeros_like(ce), jnp.zeros_like(ce[1:])
+    overconfidence, jump = jnp.zeros_like(ce), jnp.zeros_like(ce)
   residuals = (difference, valid, is_one, jnp.zeros((0,), logits.dtype))
-  return _TokenTerms(ce, entropy, overconfidence, jump), residuals
+  terms = _TokenTerms(jnp.where(valid, ce, 0.0), jnp.where(valid, entropy, 0.0),
+                      jnp.where(valid, overconfidence, 0.0), jump)
+  return terms, residuals
 
 
 def _binary_token_terms_bwd(ignore_index, hp, residuals, cotangents):
@@ -250,8 +269,8 @@ def _binary_token_terms_bwd(ignore_index, hp, residuals, cotangents):
   grad = grad - g_entropy * slope * difference
   if hp.with_boundary_terms:
     g_top = jnp.where(top > hp.conf_threshold, g_over, 0.0)
-    pull = 2.0 * g_jump * (p1[1:] - p1[:-1])
-    g_p1 = jnp.pad(pull, (1, 0)) - jnp.pad(pull, (0, 1))
+    pull = 2.0 * g_jump * (p1 - _previous(p1))
+    g_p1 = pull - _following(pull)
     grad = grad + slope * (jnp.where(positive, g_top, -g_top) + g_p1)
   grad = jnp.where(valid, grad, 0.0).astype(dtype_of.dtype)
   return jnp.stack([-grad, grad], axis=-1), None
@@ -288,7 +307,6 @@ def boundary_positions(labels: jax.Array, *, ignore_index: int = -100,
       padded[..., offset:offset + length]
       for offset in range(2 * boundary_radius + 2)])
   return valid & near
-  return valid & (count > 0)
 
 
 # ----------------------------------------------------------------------------
@@ -308,13 +326,13 @@ def _weighted_ce_pairs(logits, labels, *, ignore_index, label_smoothing,
   terms_fn = _binary_token_terms if num_classes == 2 else _token_terms
   terms = terms_fn(logits, labels, ignore_index, hp)
   valid = labels != ignore_index
-  mask = valid.astype(jnp.float32)
-  target_weight = _target_weight(jnp.where(valid, labels, 0), weights) * mask
+  target_weight = jnp.where(valid, _target_weight(labels, weights), 0.0)
+  count = jnp.sum(valid, dtype=jnp.float32)
   pairs = {
-      "ce": (jnp.sum(mask * terms.ce), jnp.sum(target_weight)),
-      "entropy": (jnp.sum(mask * terms.entropy), jnp.sum(mask)),
+      "ce": (jnp.sum(terms.ce), jnp.sum(target_weight)),
+      "entropy": (jnp.sum(terms.entropy), count),
   }
-  return pairs, terms, mask, target_weight
+  return pairs, terms, valid, target_weight
 
 
 def _sequence_cross_entropy_pairs(logits, labels, **hyperparameters) -> Pairs:
@@ -327,27 +345,27 @@ def _sequence_boundary_pairs(logits, labels, *, ignore_index, label_smoothing,
                              class_weights, boundary_weight, boundary_radius,
                              conf_threshold, use_boundary_as_primary) -> Pairs:
   """Pairs of the boundary-aware loss for one [T, C] sequence."""
-  pairs, terms, mask, target_weight = _weighted_ce_pairs(
+  pairs, terms, valid, target_weight = _weighted_ce_pairs(
       logits, labels, ignore_index=ignore_index,
       label_smoothing=label_smoothing, class_weights=class_weights,
       conf_threshold=conf_threshold, with_boundary_terms=True)
-  boundary = boundary_positions(
-      labels, ignore_index=ignore_index,
-      boundary_radius=boundary_radius).astype(jnp.float32)
+  boundary = boundary_positions(labels, ignore_index=ignore_index,
+                                boundary_radius=boundary_radius)
   if use_boundary_as_primary:
-    # u_t = 1 + (bw - 1) b_t reweights every valid token.
-    factor = mask + (boundary_weight - 1.0) * boundary
+    # u_t = 1 + (bw - 1) b_t reweights every valid token (b_t implies m_t).
+    factor = jnp.where(boundary, boundary_weight, 1.0)
     pairs["boundary_ce"] = (jnp.sum(factor * terms.ce),
                             jnp.sum(factor * target_weight))
   else:
-    pairs["boundary_only_ce"] = (jnp.sum(boundary * terms.ce),
-                                 jnp.sum(boundary * target_weight))
-  _, same = _same_label_pairs(labels, labels != ignore_index)
-  same = same.astype(jnp.float32)
-  pairs["consistency"] = (jnp.sum(same * terms.jump), jnp.sum(same))
-  pairs["confidence_penalty"] = (jnp.sum(mask * terms.overconfidence),
-                                 jnp.sum(mask))
-  pairs["boundary_fraction"] = (jnp.sum(boundary), jnp.sum(mask))
+    pairs["boundary_only_ce"] = (jnp.sum(jnp.where(boundary, terms.ce, 0.0)),
+                                 jnp.sum(jnp.where(boundary, target_weight, 0.0)))
+  _, same = _same_label_pairs(labels, valid)
+  same = jnp.pad(same, (1, 0))  # jumps are indexed by their right position
+  pairs["consistency"] = (jnp.sum(jnp.where(same, terms.jump, 0.0)),
+                          jnp.sum(same, dtype=jnp.float32))
+  count = pairs["entropy"][1]
+  pairs["confidence_penalty"] = (jnp.sum(terms.overconfidence), count)
+  pairs["boundary_fraction"] = (jnp.sum(boundary, dtype=jnp.float32), count)
   return pairs
 
 

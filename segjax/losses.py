@@ -15,10 +15,15 @@ given, and divided once. A batch without a valid token gives 0 and zero
 gradients.
 
 Layout: the class axis is minor and tiny (C = 2 for boundaries), and XLA:CPU
-vectorises reductions over a size-2 minor axis poorly. All arithmetic below
-therefore works on the C per-class planes `logits[..., c]` (each [T]), combined
-elementwise with a Python loop over the static C; no op ever reduces over the
-class axis.
+vectorises reductions over it poorly, so no op reduces over it: per-token
+quantities are sums over the C class planes `x[:, c]` written out with a
+Python loop over the static C. Two classes go through the logit difference
+(one plane, sigmoid). For C > 2 the forward pass evaluates `exp(x - max)` once
+per (token, class) and every other per-token quantity from it; the analytic
+backward pass folds everything that does not depend on the class into one
+per-token coefficient and writes the [T, C] gradient in one elementwise pass.
+Differences are taken on shifted logits `x - max`, so that logits of any
+magnitude (1e30 included) give exact losses and gradients.
 """
 
 from __future__ import annotations
@@ -79,12 +84,16 @@ def _following(values: jax.Array) -> jax.Array:
   return jnp.pad(values[1:], [(0, 1)] + [(0, 0)] * (values.ndim - 1))
 
 
+def _target_weight(target: jax.Array, weights: Sequence[float]) -> jax.Array:
+  """w[y_t] as a select chain (a gather over a size-C axis is slow on CPU)."""
+  return sum(jnp.where(target == c, w, 0.0) for c, w in enumerate(weights))
+
+
 def _softmax_parts(logits: jax.Array):
   """float32 logits, their class planes, the max, exp(x - max) and its sum.
 
   `exp(x - max)` is the only transcendental evaluated per (token, class): it
-  is materialised once in the [T, C] layout and every later quantity reads
-  it (the backward pass writes its result over it).
+  is materialised once in the [T, C] layout and every later quantity reads it.
   """
   # bf16/fp16 are upcast to float32; float64 (gradient checks) is kept.
   x = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
@@ -113,8 +122,8 @@ def _token_terms_fwd(logits, labels, ignore_index, hp):
   # with `valid` below, and the probabilities are, before neighbours meet.
   inv_sum = 1.0 / sum_exp  # also the top probability
   log_sum = jnp.log(sum_exp)
-  # Shifted logits x - max keep every difference below small: exact for
-  # logits of any magnitude (log-softmax is shifted - log_sum).
+  # Log-softmax is (x - max) - log_sum: built from shifted logits it stays
+  # exact for logits of any magnitude (x - log_sum_exp would cancel).
   shifted = [xc - top for xc in planes]
   target_shifted = sum(jnp.where(target == c, sc, 0.0)
                        for c, sc in enumerate(shifted))
@@ -190,11 +199,6 @@ def _token_terms_bwd(ignore_index, hp, residuals, cotangents):
   grad = exps * _broadcast_tokens(scaled, shape) + probs * per_prob + rest
   grad = jnp.where(valid_tokens, grad, 0.0)
   return grad.astype(logits.dtype), None
-
-
-def _target_weight(target: jax.Array, weights: Sequence[float]) -> jax.Array:
-  """w[y_t] as a select chain (a gather over a size-C axis is slow on CPU)."""
-  return sum(jnp.where(target == c, w, 0.0) for c, w in enumerate(weights))
 
 
 _token_terms.defvjp(_token_terms_fwd, _token_terms_bwd)

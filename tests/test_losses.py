@@ -297,6 +297,24 @@ def test_extreme_finite_logits_give_finite_loss_and_gradient(magnitude):
     assert np.isfinite(loss) and np.all(np.isfinite(grad))
 
 
+@pytest.mark.parametrize("num_classes", [2, 3, 5])
+@pytest.mark.parametrize("magnitude", [1e4, 1e30])
+def test_extreme_logits_give_exact_loss_and_gradient(num_classes, magnitude):
+  # Finite is not enough: a log-softmax formed as x - logsumexp(x) cancels at
+  # these magnitudes and still returns finite (wrong) numbers.
+  logits, labels = random_case(4, 3, 24, num_classes)
+  logits = jnp.asarray(logits * np.float32(magnitude))
+  kw = dict(ALL_TERMS, class_weights=tuple(np.linspace(1, 2, num_classes)),
+            conf_threshold=0.6)
+  ours_loss, ours = jax.value_and_grad(
+      lambda x: jax_boundary(x, labels, **kw)[0])(logits)
+  plain_loss, plain = jax.value_and_grad(lambda x: autodiff_boundary_loss(
+      x, jnp.asarray(labels), **kw))(logits)
+  np.testing.assert_allclose(ours_loss, plain_loss, rtol=1e-6)
+  np.testing.assert_allclose(ours, plain, rtol=1e-4,
+                             atol=1e-6 * float(jnp.max(jnp.abs(plain))))
+
+
 @pytest.mark.parametrize("loss_name", ["ce", "boundary"])
 def test_all_padding_gives_zero_and_zero_gradient(loss_name):
   logits = jnp.ones((2, 5, 2))

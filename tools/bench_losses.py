@@ -11,6 +11,8 @@ the same ignore-index masking and mean over valid tokens. Writes the
 from __future__ import annotations
 
 import argparse
+import resource
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -58,20 +60,33 @@ def candidates(num_classes: int):
   }
 
 
-def measure(num_classes: int, repeats: int) -> dict[str, float]:
+class Measurement(NamedTuple):
+  seconds: float  # median wall time of one forward + backward
+  temp_mib: float  # XLA's scratch buffer for one call
+  page_faults: float  # minor page faults per call (the whole process)
+
+
+def measure(num_classes: int, repeats: int) -> dict[str, Measurement]:
   logits, labels = inputs(num_classes)
   steps = {name: jax.jit(jax.value_and_grad(fn))
            for name, fn in candidates(num_classes).items()}
+  temp = {name: step.lower(logits, labels).compile().memory_analysis()
+          .temp_size_in_bytes / 2**20 for name, step in steps.items()}
   # Interleave the candidates so that load changes hit all of them alike.
   times = {name: [] for name in steps}
+  faults = dict.fromkeys(steps, 0)
   for name, step in steps.items():
     jax.block_until_ready(step(logits, labels))
   for _ in range(repeats):
     for name, step in steps.items():
+      before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
       times[name].append(bench_report.median_seconds(
           lambda: jax.block_until_ready(step(logits, labels)), repeats=1,
           warmup=0))
-  return {name: float(np.median(t)) for name, t in times.items()}
+      faults[name] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+  return {name: Measurement(float(np.median(t)), temp[name],
+                            faults[name] / repeats)
+          for name, t in times.items()}
 
 
 def main():
@@ -82,10 +97,11 @@ def main():
   rows = []
   for num_classes in (2, 5):
     result = measure(num_classes, args.repeats)
-    base = result["optax CE (baseline)"]
-    for name, seconds in result.items():
+    base = result["optax CE (baseline)"].seconds
+    for name, m in result.items():
       rows.append(f"| {SHAPE[0]}x{SHAPE[1]}x{num_classes} | {name} | "
-                  f"{seconds * 1e3:.2f} ms | {seconds / base:.2f}x |")
+                  f"{m.seconds * 1e3:.2f} ms | {m.seconds / base:.2f}x | "
+                  f"{m.temp_mib:.1f} MiB | {m.page_faults:,.0f} |")
       print(rows[-1], flush=True)
   body = "\n".join([
       "## Losses: jitted forward + backward (`tools/bench_losses.py`)",
@@ -93,11 +109,14 @@ def main():
       f"Median of {args.repeats} interleaved repeats; boundary-aware with "
       "label smoothing, class weights, entropy, boundary weight 2 (radius 1), "
       "consistency and confidence terms all on. Goal: boundary_aware at most "
-      "1.5x the optax baseline.",
+      "1.5x the optax baseline. XLA temp is the scratch buffer XLA:CPU "
+      "allocates for one call; page faults are the process's minor faults "
+      "per call (a scratch buffer above glibc's 32 MiB mmap threshold is "
+      "mapped afresh, and faulted in, on every call).",
       f"Machine: {bench_report.machine_description()}.",
       "",
-      "| shape [B, T, C] | loss | median | vs optax CE |",
-      "|---|---|---:|---:|",
+      "| shape [B, T, C] | loss | median | vs optax CE | XLA temp | page faults / call |",
+      "|---|---|---:|---:|---:|---:|",
       *rows,
   ])
   if not args.no_write:

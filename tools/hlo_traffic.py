@@ -1,18 +1,20 @@
 """Memory traffic of the compiled losses: scratch size, kernels, bytes moved.
 
-  python tools/hlo_traffic.py [--num-classes 5] [--kernels]
+  python tools/hlo_traffic.py [--num-classes 5] [--kernels] [--losses FILE]
 
 For each candidate of `tools/bench_losses.py` (jitted forward + backward at
 [256, 2048, C]) prints XLA's scratch ("temp") buffer, the number of
 top-level kernels (fusions, custom calls) and the bytes they read and write:
 the sum over top-level instructions of operand and result sizes. On a
 memory-bound CPU the last column predicts the time ratio better than any
-operation count. `--kernels` lists the heaviest kernels.
+operation count. `--kernels` lists the heaviest kernels; `--losses` measures
+another copy of `segjax/losses.py` (a variant being tried) instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import re
 
 import jax
@@ -60,7 +62,12 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--num-classes", type=int, default=5)
   parser.add_argument("--kernels", action="store_true")
+  parser.add_argument("--losses", help="path of a variant of segjax/losses.py")
   args = parser.parse_args()
+  if args.losses:
+    spec = importlib.util.spec_from_file_location("variant_losses", args.losses)
+    bench_losses.losses = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_losses.losses)
   logits, labels = bench_losses.inputs(args.num_classes)
   mib = 2.0**20
   print(f"[{bench_losses.SHAPE[0]}, {bench_losses.SHAPE[1]}, "

@@ -1,11 +1,13 @@
 """Benchmarks the jitted losses (forward + backward) against optax's CE.
 
-  python tools/bench_losses.py [--repeats 30] [--no-write]
+  python tools/bench_losses.py [--repeats 30] [--no-write] [--losses FILE]
 
 Shapes [256, 2048, C] for C = 2 and 5, every term of the boundary-aware loss
 on. The baseline is `optax.softmax_cross_entropy_with_integer_labels` with
 the same ignore-index masking and mean over valid tokens. Writes the
-`bench_losses` section of BENCHMARKS.md.
+`bench_losses` section of BENCHMARKS.md. `--losses` times another copy of
+`segjax/losses.py` instead (an older revision, or a variant being tried)
+and implies `--no-write`.
 """
 
 from __future__ import annotations
@@ -45,14 +47,15 @@ def inputs(num_classes: int, seed: int = 0):
   return jnp.asarray(logits), jnp.asarray(labels, jnp.int32)
 
 
-def candidates(num_classes: int):
+def candidates(num_classes: int, module=losses):
+  """The timed functions; `module` provides the two losses."""
   weights = tuple(np.linspace(1.0, 2.0, num_classes))
   return {
       "optax CE (baseline)": optax_masked_ce,
-      "cross_entropy (all terms)": lambda x, y: losses.cross_entropy_loss(
+      "cross_entropy (all terms)": lambda x, y: module.cross_entropy_loss(
           x, y, label_smoothing=0.1, class_weights=weights,
           entropy_lambda=0.01)[0],
-      "boundary_aware (all terms)": lambda x, y: losses.boundary_aware_loss(
+      "boundary_aware (all terms)": lambda x, y: module.boundary_aware_loss(
           x, y, label_smoothing=0.2, class_weights=weights,
           entropy_lambda=0.01, boundary_weight=2.0, boundary_radius=1,
           segment_consistency_lambda=0.05, conf_penalty_lambda=0.01,
@@ -66,10 +69,11 @@ class Measurement(NamedTuple):
   page_faults: float  # minor page faults per call (the whole process)
 
 
-def measure(num_classes: int, repeats: int) -> dict[str, Measurement]:
+def measure(num_classes: int, repeats: int,
+            module=losses) -> dict[str, Measurement]:
   logits, labels = inputs(num_classes)
   steps = {name: jax.jit(jax.value_and_grad(fn))
-           for name, fn in candidates(num_classes).items()}
+           for name, fn in candidates(num_classes, module).items()}
   temp = {name: step.lower(logits, labels).compile().memory_analysis()
           .temp_size_in_bytes / 2**20 for name, step in steps.items()}
   # Interleave the candidates so that load changes hit all of them alike.
@@ -93,10 +97,15 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--repeats", type=int, default=30)
   parser.add_argument("--no-write", action="store_true")
+  parser.add_argument("--losses", help="path of a variant of segjax/losses.py")
   args = parser.parse_args()
+  module = losses
+  if args.losses:
+    module = bench_report.load_module(args.losses)
+    args.no_write = True
   rows = []
   for num_classes in (2, 5):
-    result = measure(num_classes, args.repeats)
+    result = measure(num_classes, args.repeats, module)
     base = result["optax CE (baseline)"].seconds
     for name, m in result.items():
       rows.append(f"| {SHAPE[0]}x{SHAPE[1]}x{num_classes} | {name} | "

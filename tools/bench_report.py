@@ -1,5 +1,6 @@
 """Shared helpers for the benchmark tools: machine description and BENCHMARKS.md sections."""
 
+import importlib.util
 import os
 import pathlib
 import platform
@@ -55,3 +56,11 @@ def write_section(name: str, body: str) -> None:
   else:
     text = text.rstrip() + "\n\n" + block + "\n"
   BENCHMARKS_MD.write_text(text)
+
+
+def load_module(path: str, name: str = "variant"):
+  """Imports a Python file as a module: a variant of segjax/losses.py, say."""
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module

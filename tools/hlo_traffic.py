@@ -14,12 +14,12 @@ another copy of `segjax/losses.py` (a variant being tried) instead.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import re
 
 import jax
 
 import bench_losses
+import bench_report
 
 _BYTES = {"pred": 1, "s8": 1, "u8": 1, "bf16": 2, "f16": 2, "s32": 4, "u32": 4,
           "f32": 4, "s64": 8, "f64": 8}
@@ -64,17 +64,15 @@ def main():
   parser.add_argument("--kernels", action="store_true")
   parser.add_argument("--losses", help="path of a variant of segjax/losses.py")
   args = parser.parse_args()
-  if args.losses:
-    spec = importlib.util.spec_from_file_location("variant_losses", args.losses)
-    bench_losses.losses = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench_losses.losses)
+  module = (bench_report.load_module(args.losses) if args.losses
+            else bench_losses.losses)
   logits, labels = bench_losses.inputs(args.num_classes)
   mib = 2.0**20
   print(f"[{bench_losses.SHAPE[0]}, {bench_losses.SHAPE[1]}, "
         f"{args.num_classes}] forward + backward")
   print(f"{'loss':28s} {'temp':>9s} {'kernels':>8s} {'read':>10s} "
         f"{'written':>10s}")
-  for name, fn in bench_losses.candidates(args.num_classes).items():
+  for name, fn in bench_losses.candidates(args.num_classes, module).items():
     compiled = jax.jit(jax.value_and_grad(fn)).lower(logits, labels).compile()
     kernels = kernel_traffic(compiled.as_text())
     temp = compiled.memory_analysis().temp_size_in_bytes

@@ -1,0 +1,41 @@
+"""tools/hlo_traffic.py counts the bytes the compiled kernels move."""
+
+import pathlib
+import sys
+
+import jax
+import jax.numpy as jnp
+
+TOOLS = pathlib.Path(__file__).resolve().parent.parent / "tools"
+sys.path.insert(0, str(TOOLS))
+import bench_losses  # pylint: disable=g-import-not-at-top,wrong-import-position
+import bench_report  # pylint: disable=g-import-not-at-top,wrong-import-position
+import hlo_traffic  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def compiled_text(fn, *args):
+  return jax.jit(fn).lower(*args).compile().as_text()
+
+
+def test_one_elementwise_kernel_reads_and_writes_its_arrays():
+  x = jnp.ones((1024,), jnp.float32)
+  kernels = hlo_traffic.kernel_traffic(compiled_text(lambda v: jnp.exp(v) * 2, x))
+  assert [(read, written) for _, read, written in kernels] == [(4096, 4096)]
+
+
+def test_two_inputs_and_a_narrower_output_are_counted():
+  x = jnp.ones((64, 32), jnp.float32)
+  labels = jnp.ones((64, 32), jnp.int32)
+  kernels = hlo_traffic.kernel_traffic(compiled_text(
+      lambda v, y: jnp.where(y > 0, v, 0.0).astype(jnp.bfloat16), x, labels))
+  assert sum(read for _, read, _ in kernels) == 2 * 64 * 32 * 4
+  assert sum(written for _, _, written in kernels) == 64 * 32 * 2
+
+
+def test_a_variant_of_the_losses_module_loads_and_runs():
+  variant = bench_report.load_module(
+      str(TOOLS.parent / "segjax" / "losses.py"), "losses_variant")
+  logits, labels = bench_losses.inputs(3)
+  fn = bench_losses.candidates(3, variant)["boundary_aware (all terms)"]
+  loss = fn(logits[:2, :16], labels[:2, :16])
+  assert jnp.isfinite(loss)

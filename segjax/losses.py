@@ -60,8 +60,11 @@ class _Smoothing(NamedTuple):
 
 
 class _TokenTerms(NamedTuple):
-  """Per-token float32 terms of one sequence, 0 at ignored positions
-  (`jump` is 0 only where both neighbours are ignored)."""
+  """Per-token float32 terms of one sequence, finite everywhere.
+
+  `ce`, `entropy` and `overconfidence` are 0 at ignored positions; `jump` is
+  meaningful only where t - 1 and t are both valid, and callers mask it.
+  """
 
   ce: jax.Array  # l_t, [T]
   entropy: jax.Array  # H_t, [T]

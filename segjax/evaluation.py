@@ -39,6 +39,18 @@ def make_eval_step(model, loss_fn) -> Callable:
   return eval_step
 
 
+def eval_batches(config, documents: Sequence[data.Document],
+                 tokenizer: data.Tokenizer, *,
+                 global_batch_size: int | None = None) -> list[dict]:
+  """This process's evaluation batches of `documents` under a run's config."""
+  return data.make_eval_batches(
+      documents, tokenizer,
+      global_batch_size=global_batch_size or config.train.eval_batch_size,
+      max_sentences=config.data.max_sentences,
+      stride=config.data.eval_stride or None,
+      process_index=jax.process_index(), process_count=jax.process_count())
+
+
 def predict_documents(parallel: parallel_lib.DataParallel, eval_fn: Callable,
                       params: Any, batches: Sequence[dict[str, np.ndarray]],
                       documents: Sequence[data.Document]):

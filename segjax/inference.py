@@ -36,11 +36,8 @@ class TrainedModel:
 
   def predict(self, documents, global_batch_size=None):
     """(per-document boundary probabilities, mean loss)."""
-    batches = data.make_eval_batches(
-        documents, self.tokenizer,
-        global_batch_size=global_batch_size or self.config.train.eval_batch_size,
-        max_sentences=self.config.data.max_sentences,
-        stride=self.config.data.eval_stride or None)
+    batches = evaluation.eval_batches(self.config, documents, self.tokenizer,
+                                      global_batch_size=global_batch_size)
     return evaluation.predict_documents(self.parallel, self.eval_fn,
                                         self.params, batches, documents)
 
@@ -76,7 +73,7 @@ def restore_trained_model(workdir: str | pathlib.Path,
       max_sentences=config.data.max_sentences)
   tx, _ = trainer.make_optimizer(config.optim, config.train.num_steps)
   state, _ = checkpointer.restore(
-      step, trainer.create_train_state(config, model, tx))
+      step, trainer.abstract_train_state(config, model, tx))
   checkpointer.close()
   parallel = parallel_lib.DataParallel("pmap")
   eval_fn = parallel.map_rows(evaluation.make_eval_step(

@@ -120,7 +120,7 @@ def _token_terms_fwd(logits, labels, ignore_index, hp):
   eps, weights = hp.label_smoothing, hp.class_weights
   valid = labels != ignore_index
   target = jnp.where(valid, labels, 0)
-  x, planes, top, exps, sum_exp = _softmax_parts(logits)
+  _, planes, top, exps, sum_exp = _softmax_parts(logits)
   # Ignored positions may hold garbage: every per-token value is selected
   # with `valid` below, and the probabilities are, before neighbours meet.
   inv_sum = 1.0 / sum_exp  # also the top probability
@@ -168,6 +168,9 @@ def _token_terms_bwd(ignore_index, hp, residuals, cotangents):
   eps, weights = hp.label_smoothing, hp.class_weights
   valid = labels != ignore_index
   target = jnp.where(valid, labels, 0)
+  # Recomputed rather than saved: under one jit XLA shares them with the
+  # forward pass, and extra residuals would keep more buffers alive at the
+  # gradient pass (the 32 MiB scratch limit in BENCHMARKS.md).
   x, planes, top, exps, sum_exp = _softmax_parts(logits)
   inv_sum = 1.0 / sum_exp
   g_ce_target = g_ce * (1.0 - eps) * _target_weight(target, weights)

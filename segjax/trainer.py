@@ -14,7 +14,6 @@ import signal
 from typing import Any
 
 from absl import logging
-import flax
 from flax.training import train_state
 import jax
 import ml_collections
@@ -72,17 +71,28 @@ def make_optimizer(optim: ml_collections.ConfigDict, num_steps: int):
   return optax.apply_if_finite(inner, max_consecutive_errors=2**31 - 1), schedule
 
 
+def _initial_state(config, model, tx) -> TrainState:
+  init_key, dropout_key = jax.random.split(jax.random.key(config.seed))
+  params = models.init_params(
+      model, init_key, batch_size=1, max_sentences=config.data.max_sentences,
+      max_tokens=config.data.max_tokens)
+  return TrainState.create(apply_fn=model.apply, params=params, tx=tx,
+                           dropout_key=jax.random.key_data(dropout_key))
+
+
 def create_train_state(config, model, tx) -> TrainState:
   """Initial state on the host, identical on every process (seeded)."""
-  init_key, dropout_key = jax.random.split(jax.random.key(config.seed))
-  init = functools.partial(
-      models.init_params, model, batch_size=1,
-      max_sentences=config.data.max_sentences,
-      max_tokens=config.data.max_tokens)
-  params = jax.jit(init)(init_key)  # eager init is op by op: ~10x slower
-  state = TrainState.create(apply_fn=model.apply, params=params, tx=tx,
-                            dropout_key=jax.random.key_data(dropout_key))
-  return jax.device_get(state)
+  # Eager initialisation runs op by op: ~10x slower than one jit.
+  init = jax.jit(functools.partial(_initial_state, config, model, tx))
+  return jax.device_get(init())
+
+
+def abstract_train_state(config, model, tx) -> TrainState:
+  """The state's structure, shapes and dtypes, without computing it.
+
+  Enough as a checkpoint restore target; skips compiling the initialiser.
+  """
+  return jax.eval_shape(functools.partial(_initial_state, config, model, tx))
 
 
 # ----------------------------------------------------------------------------
@@ -230,12 +240,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       max_sentences=config.data.max_sentences, seed=config.seed,
       process_index=jax.process_index(), process_count=jax.process_count(),
       stride=config.data.train_stride or None)
-  eval_batches = functools.partial(
-      data.make_eval_batches, tokenizer=tokenizer,
-      global_batch_size=config.train.eval_batch_size,
-      max_sentences=config.data.max_sentences,
-      stride=config.data.eval_stride or None,
-      process_index=jax.process_index(), process_count=jax.process_count())
+  eval_batches = functools.partial(evaluation.eval_batches, config,
+                                   tokenizer=tokenizer)
   dev_batches = eval_batches(splits["dev"])
 
   # -- Model, loss and optimizer ----------------------------------------------

@@ -1,5 +1,6 @@
-"""Shared helpers of the end-to-end tests: tiny configs, CLI runs, metric events."""
+"""Shared test helpers: tiny configs, CLI runs, metric events, tool modules."""
 
+import importlib.util
 import json
 import os
 import pathlib
@@ -24,6 +25,19 @@ TINY = {
     "optim.learning_rate": 3e-3,
     "optim.warmup_steps": 2,
 }
+
+
+def load_tool(name):
+  """tools/<name>.py as a module (the tools import each other by name)."""
+  tools = str(REPO / "tools")
+  if tools not in sys.path:
+    sys.path.insert(0, tools)
+  spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  # dataclasses resolve string annotations through sys.modules.
+  sys.modules[name] = module
+  spec.loader.exec_module(module)
+  return module
 
 
 def tiny_config(spec="configs/boundary.py", **overrides):

@@ -1,19 +1,17 @@
 """tools/compare_losses.py: two configs x two seeds, tiny, end to end."""
 
-import importlib.util
 import json
 import pathlib
 import re
-import sys
 
 import numpy as np
 import pytest
 
+from e2e_helpers import load_tool
 from segjax import config_lib
 from segjax import data
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-TOOL = REPO / "tools" / "compare_losses.py"
 # Tiny runs: 6 steps, dev and test of 24 documents each.
 TINY_SETS = (
     "data.max_documents=24", "data.max_sentences=32", "data.num_buckets=4096",
@@ -25,16 +23,9 @@ TINY_SETS = (
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def load_tool():
-  spec = importlib.util.spec_from_file_location("compare_losses", TOOL)
-  module = importlib.util.module_from_spec(spec)
-  # dataclasses resolve string annotations through sys.modules.
-  sys.modules[spec.name] = module
-  spec.loader.exec_module(module)
-  return module
 
 
-tool = load_tool()
+tool = load_tool("compare_losses")
 
 
 def tiny_argv(output, *extra):

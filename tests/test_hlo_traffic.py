@@ -1,16 +1,15 @@
 """tools/hlo_traffic.py counts the bytes the compiled kernels move."""
 
-import pathlib
-import sys
+import argparse
 
 import jax
 import jax.numpy as jnp
 
-TOOLS = pathlib.Path(__file__).resolve().parent.parent / "tools"
-sys.path.insert(0, str(TOOLS))
-import bench_losses  # pylint: disable=g-import-not-at-top,wrong-import-position
-import bench_report  # pylint: disable=g-import-not-at-top,wrong-import-position
-import hlo_traffic  # pylint: disable=g-import-not-at-top,wrong-import-position
+from e2e_helpers import REPO, load_tool
+
+hlo_traffic = load_tool("hlo_traffic")
+bench_losses = load_tool("bench_losses")
+bench_report = load_tool("bench_report")
 
 
 def compiled_text(fn, *args):
@@ -33,8 +32,9 @@ def test_two_inputs_and_a_narrower_output_are_counted():
 
 
 def test_a_variant_of_the_losses_module_loads_and_runs():
-  variant = bench_report.load_module(
-      str(TOOLS.parent / "segjax" / "losses.py"), "losses_variant")
+  # A separate module object: `--losses` never touches the imported package.
+  variant = bench_report.losses_module(argparse.Namespace(
+      losses=str(REPO / "segjax" / "losses.py")))
   logits, labels = bench_losses.inputs(3)
   fn = bench_losses.candidates(3, variant)["boundary_aware (all terms)"]
   loss = fn(logits[:2, :16], labels[:2, :16])

@@ -1,6 +1,5 @@
 """Tests for tools/prepare_wikipedia.py: a tiny dump and the real excerpt."""
 
-import importlib.util
 import json
 import pathlib
 import re
@@ -9,6 +8,8 @@ import sys
 import textwrap
 
 import pytest
+
+from e2e_helpers import load_tool
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 TOOL = REPO_ROOT / "tools" / "prepare_wikipedia.py"
@@ -21,16 +22,9 @@ MARKUP_RESIDUE = ("{{", "}}", "[[", "]]", "<ref", "'''", "{|", "|}")
 SPLITS = ("train", "dev", "test")
 
 
-def _load_tool():
-  """Imports the tool by path: tools/ is a folder of scripts, not a package."""
-  spec = importlib.util.spec_from_file_location("prepare_wikipedia", TOOL)
-  module = importlib.util.module_from_spec(spec)
-  sys.modules[spec.name] = module
-  spec.loader.exec_module(module)
-  return module
 
 
-pw = _load_tool()
+pw = load_tool("prepare_wikipedia")
 
 
 def _run(input_path, output, *flags):

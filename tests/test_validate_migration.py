@@ -1,6 +1,5 @@
 """The migration validation tool passes on the repo's configs and catches breakage."""
 
-import functools
 import importlib.util
 import pathlib
 import subprocess

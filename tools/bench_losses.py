@@ -5,9 +5,8 @@
 Shapes [256, 2048, C] for C = 2 and 5, every term of the boundary-aware loss
 on. The baseline is `optax.softmax_cross_entropy_with_integer_labels` with
 the same ignore-index masking and mean over valid tokens. Writes the
-`bench_losses` section of BENCHMARKS.md. `--losses` times another copy of
-`segjax/losses.py` instead (an older revision, or a variant being tried)
-and implies `--no-write`.
+`bench_losses` section of BENCHMARKS.md, except with `--losses`, which times
+another copy of `segjax/losses.py` instead.
 """
 
 from __future__ import annotations
@@ -72,10 +71,8 @@ class Measurement(NamedTuple):
 def measure(num_classes: int, repeats: int,
             module=losses) -> dict[str, Measurement]:
   logits, labels = inputs(num_classes)
-  steps = {name: jax.jit(jax.value_and_grad(fn))
+  steps = {name: jax.jit(jax.value_and_grad(fn)).lower(logits, labels).compile()
            for name, fn in candidates(num_classes, module).items()}
-  temp = {name: step.lower(logits, labels).compile().memory_analysis()
-          .temp_size_in_bytes / 2**20 for name, step in steps.items()}
   # Interleave the candidates so that load changes hit all of them alike.
   times = {name: [] for name in steps}
   faults = dict.fromkeys(steps, 0)
@@ -88,21 +85,19 @@ def measure(num_classes: int, repeats: int,
           lambda: jax.block_until_ready(step(logits, labels)), repeats=1,
           warmup=0))
       faults[name] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-  return {name: Measurement(float(np.median(t)), temp[name],
-                            faults[name] / repeats)
-          for name, t in times.items()}
+  return {name: Measurement(
+      float(np.median(times[name])),
+      step.memory_analysis().temp_size_in_bytes / 2**20,
+      faults[name] / repeats) for name, step in steps.items()}
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--repeats", type=int, default=30)
   parser.add_argument("--no-write", action="store_true")
-  parser.add_argument("--losses", help="path of a variant of segjax/losses.py")
+  bench_report.add_losses_option(parser)
   args = parser.parse_args()
-  module = losses
-  if args.losses:
-    module = bench_report.load_module(args.losses)
-    args.no_write = True
+  module = bench_report.losses_module(args)
   rows = []
   for num_classes in (2, 5):
     result = measure(num_classes, args.repeats, module)
@@ -112,9 +107,8 @@ def main():
                   f"{m.seconds * 1e3:.2f} ms | {m.seconds / base:.2f}x | "
                   f"{m.temp_mib:.1f} MiB | {m.page_faults:,.0f} |")
       print(rows[-1], flush=True)
-  body = "\n".join([
-      "## Losses: jitted forward + backward (`tools/bench_losses.py`)",
-      "",
+  body = bench_report.table_section(
+      "Losses: jitted forward + backward (`tools/bench_losses.py`)",
       f"Median of {args.repeats} interleaved repeats; boundary-aware with "
       "label smoothing, class weights, entropy, boundary weight 2 (radius 1), "
       "consistency and confidence terms all on. Goal: boundary_aware at most "
@@ -122,13 +116,9 @@ def main():
       "allocates for one call; page faults are the process's minor faults "
       "per call (a scratch buffer above glibc's 32 MiB mmap threshold is "
       "mapped afresh, and faulted in, on every call).",
-      f"Machine: {bench_report.machine_description()}.",
-      "",
-      "| shape [B, T, C] | loss | median | vs optax CE | XLA temp | page faults / call |",
-      "|---|---|---:|---:|---:|---:|",
-      *rows,
-  ])
-  if not args.no_write:
+      ["shape [B, T, C]", "loss", "median", "vs optax CE", "XLA temp",
+       "page faults / call"], rows)
+  if not (args.no_write or args.losses):
     bench_report.write_section("bench_losses", body)
 
 

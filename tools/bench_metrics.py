@@ -84,21 +84,14 @@ def main():
        bench_report.median_seconds(block(all_metrics), repeats=100)),
   ]
   nltk_seconds = rows[0][1]
-  lines = [
-      "## Metrics: Pk + WindowDiff (`tools/bench_metrics.py`)",
-      "",
+  lines = [f"| {name} | {seconds * 1e3:.2f} ms | {BATCH / seconds:,.0f} "
+           f"| {nltk_seconds / seconds:.1f}x |" for name, seconds in rows]
+  table = bench_report.table_section(
+      "Metrics: Pk + WindowDiff (`tools/bench_metrics.py`)",
       f"{BATCH} documents x {LENGTH} sentences, per-document default k "
       f"(mean {np.mean([d[-1] for d in docs]):.1f}), same numbers from all "
       "implementations. Median wall time per full pass over the batch.",
-      f"Machine: {bench_report.machine_description()}.",
-      "",
-      "| implementation | median time | documents/s | vs nltk |",
-      "|---|---:|---:|---:|",
-  ]
-  for name, seconds in rows:
-    lines.append(f"| {name} | {seconds * 1e3:.2f} ms | {BATCH / seconds:,.0f} "
-                 f"| {nltk_seconds / seconds:.1f}x |")
-  table = "\n".join(lines)
+      ["implementation", "median time", "documents/s", "vs nltk"], lines)
   print(table)
   bench_report.write_section("bench_metrics", table)
 

@@ -58,9 +58,31 @@ def write_section(name: str, body: str) -> None:
   BENCHMARKS_MD.write_text(text)
 
 
-def load_module(path: str, name: str = "variant"):
-  """Imports a Python file as a module: a variant of segjax/losses.py, say."""
-  spec = importlib.util.spec_from_file_location(name, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+def table_section(title: str, description: str, columns: list[str],
+                  rows: list[str]) -> str:
+  """A BENCHMARKS.md section: heading, description, machine line, table."""
+  return "\n".join([
+      f"## {title}", "", description,
+      f"Machine: {machine_description()}.", "",
+      "| " + " | ".join(columns) + " |",
+      "|---|" + "---:|" * (len(columns) - 1),
+      *rows,
+  ])
+
+
+def add_losses_option(parser) -> None:
+  parser.add_argument(
+      "--losses", metavar="FILE",
+      help="measure this copy of segjax/losses.py (an older revision, or a "
+           "variant being tried) instead of the package's")
+
+
+def losses_module(args):
+  """The module named by `--losses`, or segjax.losses."""
+  if args.losses:
+    spec = importlib.util.spec_from_file_location("losses_variant", args.losses)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+  from segjax import losses  # pylint: disable=g-import-not-at-top
+  return losses

@@ -114,9 +114,8 @@ def main():
       f"{pipeline / consumed:.1f}x what the step consumes (goal >= 3x) |",
   ]
   print("\n".join(rows))
-  body = "\n".join([
-      "## Training: step and input pipeline (`tools/bench_train.py`)",
-      "",
+  body = bench_report.table_section(
+      "Training: step and input pipeline (`tools/bench_train.py`)",
       f"Default config (`configs/boundary.py` / `configs/cross_entropy.py`): "
       f"global batch {base.train.batch_size} windows x "
       f"{base.data.max_sentences} sentences x {base.data.max_tokens} tokens "
@@ -124,12 +123,7 @@ def main():
       f"{jax.device_count()} device(s), parallel mode {base.parallel.mode}; "
       f"median of {args.steps} blocked steps per loss after warm-up, the two "
       "losses' steps alternating.",
-      f"Machine: {bench_report.machine_description()}.",
-      "",
-      "| measurement | value | |",
-      "|---|---:|---|",
-      *rows,
-  ])
+      ["measurement", "value", ""], rows)
   if not args.no_write:
     bench_report.write_section("bench_train", body)
 

@@ -1,6 +1,7 @@
 """Memory traffic of the compiled losses: scratch size, kernels, bytes moved.
 
-  python tools/hlo_traffic.py [--num-classes 5] [--kernels] [--losses FILE]
+  python tools/hlo_traffic.py [--num-classes 5] [--dtype float32] [--kernels]
+      [--losses FILE]
 
 For each candidate of `tools/bench_losses.py` (jitted forward + backward at
 [256, 2048, C]) prints XLA's scratch ("temp") buffer, the number of
@@ -61,15 +62,17 @@ def kernel_traffic(hlo_text: str) -> list[tuple[str, int, int]]:
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--num-classes", type=int, default=5)
+  parser.add_argument("--dtype", default="float32",
+                      help="dtype of the logits, e.g. bfloat16")
   parser.add_argument("--kernels", action="store_true")
-  parser.add_argument("--losses", help="path of a variant of segjax/losses.py")
+  bench_report.add_losses_option(parser)
   args = parser.parse_args()
-  module = (bench_report.load_module(args.losses) if args.losses
-            else bench_losses.losses)
+  module = bench_report.losses_module(args)
   logits, labels = bench_losses.inputs(args.num_classes)
+  logits = logits.astype(args.dtype)
   mib = 2.0**20
   print(f"[{bench_losses.SHAPE[0]}, {bench_losses.SHAPE[1]}, "
-        f"{args.num_classes}] forward + backward")
+        f"{args.num_classes}] {args.dtype} forward + backward")
   print(f"{'loss':28s} {'temp':>9s} {'kernels':>8s} {'read':>10s} "
         f"{'written':>10s}")
   for name, fn in bench_losses.candidates(args.num_classes, module).items():

@@ -8,9 +8,10 @@ smoothing, `C` classes):
 
 which is PyTorch's per-token `cross_entropy(weight=w, label_smoothing=eps)`.
 
-Every mean is over the valid tokens of the whole (global) batch: each loss is
-built from a per-sequence function returning (numerator, denominator) pairs,
-vmapped over the batch; the pairs are summed, `psum`-ed over `axis_name` when
+Every mean is over the valid tokens of the whole (global) batch: each loss
+computes per-token terms, then a per-sequence function turns a sequence's
+terms into (numerator, denominator) pairs, vmapped over the batch; the pairs
+are summed, `psum`-ed over `axis_name` when
 given, and divided once. A batch without a valid token gives 0 and zero
 gradients.
 
@@ -18,12 +19,15 @@ Layout: the class axis is minor and tiny (C = 2 for boundaries), and XLA:CPU
 vectorises reductions over it poorly, so no op reduces over it: per-token
 quantities are sums over the C class planes `x[:, c]` written out with a
 Python loop over the static C. Two classes go through the logit difference
-(one plane, sigmoid). For C > 2 the forward pass evaluates `exp(x - max)` once
-per (token, class) and every other per-token quantity from it; the analytic
-backward pass folds everything that does not depend on the class into one
-per-token coefficient and writes the [T, C] gradient in one elementwise pass.
-Differences are taken on shifted logits `x - max`, so that logits of any
-magnitude (1e30 included) give exact losses and gradients.
+(one plane, sigmoid), per sequence. For C > 2 the tokens of all sequences are
+flattened to [N, C] and `exp(x - max)` is evaluated once per (token, class);
+every per-token quantity is read from it, and the analytic backward pass
+folds everything that does not depend on the class into per-token
+coefficients and writes the [N, C] gradient in one elementwise pass whose
+neighbour reads are gathers (neighbours never cross a sequence: the
+coefficients that reach across are zero). Differences are taken on shifted
+logits `x - max`, so that logits of any magnitude (1e30 included) give exact
+losses and gradients.
 """
 
 from __future__ import annotations
@@ -57,13 +61,17 @@ class _Smoothing(NamedTuple):
   conf_threshold: float
   # The legacy loss needs neither over-confidence nor jumps: skip their work.
   with_boundary_terms: bool
+  # For C > 2 the tokens arrive flattened over the batch; no jump crosses
+  # this length.
+  sequence_length: int
 
 
 class _TokenTerms(NamedTuple):
-  """Per-token float32 terms of one sequence, finite everywhere.
+  """Per-token float32 terms, finite everywhere.
 
   `ce`, `entropy` and `overconfidence` are 0 at ignored positions; `jump` is
-  meaningful only where t - 1 and t are both valid, and callers mask it.
+  meaningful only where t - 1 and t are both valid (t >= 1), and callers
+  mask it.
   """
 
   ce: jax.Array  # l_t, [T]
@@ -92,25 +100,87 @@ def _target_weight(target: jax.Array, weights: Sequence[float]) -> jax.Array:
   return sum(jnp.where(target == c, w, 0.0) for c, w in enumerate(weights))
 
 
-def _softmax_parts(logits: jax.Array):
-  """float32 logits, their class planes, the max, exp(x - max) and its sum.
+def _class_mask(valid: jax.Array, shape) -> jax.Array:
+  """[N] validity as the [N, C] predicate `class < (C if valid else 0)`.
 
-  `exp(x - max)` is the only transcendental evaluated per (token, class): it
-  is materialised once in the [T, C] layout and every later quantity reads it.
+  A select on the class index keeps the kernel vectorised on XLA:CPU; a
+  select on a broadcast per-token predicate does not (measured 2x slower).
+  """
+  limit = jnp.where(valid, shape[-1], 0)
+  classes = jax.lax.broadcasted_iota(jnp.int32, shape, 1)
+  return classes < _broadcast_tokens(limit, shape)
+
+
+def _neighbour(values: jax.Array, offset: int, *, wrap: bool = False):
+  """values[n + offset] along the leading axis; the end rows hold any value.
+
+  A gather with constant indices instead of a pad: XLA:CPU fuses it as a
+  plain load, where a pad puts a branch in the inner loop and the kernel
+  stops vectorising. Callers multiply the out-of-range rows by 0. `wrap`
+  changes only those rows' index constants: two kernels that read the same
+  shifted view through different constants each fuse their own gather,
+  where a shared gather would be materialised as an extra [N, C] buffer.
+  """
+  length = values.shape[0]
+  index = jnp.arange(length) + offset
+  index = index % length if wrap else jnp.clip(index, 0, length - 1)
+  return jnp.take(values, index, axis=0, mode="clip")
+
+
+def _within_sequence(length: int, sequence_length: int, offset: int,
+                     dtype) -> jax.Array:
+  """1.0 where token n + offset is in token n's sequence, else 0.0, [N]."""
+  position = jnp.arange(length) % sequence_length + offset
+  return ((position >= 0) & (position < sequence_length)).astype(dtype)
+
+
+def _softmax_parts(logits: jax.Array, valid: jax.Array):
+  """float32 logits, their class planes, the max, exp(x - max), log sum exp.
+
+  `exp(x - max)` is the only transcendental evaluated per (token, class):
+  it is materialised once, 0 at ignored tokens (which may hold NaN), and
+  every later quantity reads it. Its sum is >= 1 at valid tokens (the top
+  class contributes exp(0)) and is taken as 1 at ignored ones.
   """
   # bf16/fp16 are upcast to float32; float64 (gradient checks) is kept.
   x = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
   planes = [x[:, c] for c in range(x.shape[-1])]
   top = functools.reduce(jnp.maximum, planes)
-  exps = jnp.exp(x - _broadcast_tokens(top, x.shape))
-  sum_exp = functools.reduce(jnp.add, [exps[:, c] for c in range(x.shape[-1])])
-  return x, planes, top, exps, sum_exp
+  exps = jnp.where(_class_mask(valid, x.shape),
+                   jnp.exp(x - _broadcast_tokens(top, x.shape)), 0.0)
+  log_sum = jnp.log(_class_sum(exps))
+  return x, planes, top, exps, log_sum
+
+
+def _class_sum(exps: jax.Array) -> jax.Array:
+  """sum_c exps[:, c], at least 1."""
+  total = functools.reduce(jnp.add, [exps[:, c] for c in range(exps.shape[-1])])
+  return jnp.maximum(total, 1.0)
+
+
+def _prob_products(exps: jax.Array):
+  """|p_n|^2 and <p_n, p_{n-1}> per token, [N] each (the latter any at n = 0).
+
+  Written as quotients by sum exp: XLA never duplicates a divide into its
+  consumers, so each is computed once and stored as [N] instead of being
+  recomputed from the [N, C] exps by every consumer. Jumps are built from
+  these (0.5 |p_n - p_{n-1}|^2 = 0.5 (|p_n|^2 + |p_{n-1}|^2) - <p_n, p_{n-1}>)
+  with an absolute rounding error of a few float32 ulps of 1.
+  """
+  num_classes = exps.shape[-1]
+  before = _neighbour(exps, -1)
+  total = _class_sum(exps)
+  square = sum(jnp.square(exps[:, c]) for c in range(num_classes)) / jnp.square(
+      total)
+  cross = sum(exps[:, c] * before[:, c] for c in range(num_classes)) / (
+      total * _class_sum(before))
+  return square, cross
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _token_terms(logits: jax.Array, labels: jax.Array, ignore_index: int,
                  hp: _Smoothing) -> _TokenTerms:
-  """Per-token CE, entropy, over-confidence and probability jumps of [T, C]."""
+  """Per-token CE, entropy, over-confidence and jumps of [N, C] tokens."""
   terms, _ = _token_terms_fwd(logits, labels, ignore_index, hp)
   return terms
 
@@ -120,11 +190,8 @@ def _token_terms_fwd(logits, labels, ignore_index, hp):
   eps, weights = hp.label_smoothing, hp.class_weights
   valid = labels != ignore_index
   target = jnp.where(valid, labels, 0)
-  _, planes, top, exps, sum_exp = _softmax_parts(logits)
-  # Ignored positions may hold garbage: every per-token value is selected
-  # with `valid` below, and the probabilities are, before neighbours meet.
-  inv_sum = 1.0 / sum_exp  # also the top probability
-  log_sum = jnp.log(sum_exp)
+  x, planes, top, exps, log_sum = _softmax_parts(logits, valid)
+  inv_sum = jnp.exp(-log_sum)  # also the top probability
   # Log-softmax is (x - max) - log_sum: built from shifted logits it stays
   # exact for logits of any magnitude (x - log_sum_exp would cancel).
   shifted = [xc - top for xc in planes]
@@ -137,73 +204,76 @@ def _token_terms_fwd(logits, labels, ignore_index, hp):
                                     for c, sc in enumerate(shifted))
   if hp.with_boundary_terms:
     overconfidence = jax.nn.relu(inv_sum - hp.conf_threshold)
-    probs = [jnp.where(valid, exps[:, c] * inv_sum, 0.0)
-             for c in range(num_classes)]
-    jump = 0.5 * sum(jnp.square(p - _previous(p)) for p in probs)
+    square, cross = _prob_products(exps)
+    jump = _within_sequence(x.shape[0], hp.sequence_length, -1, x.dtype) * (
+        0.5 * (square + _previous(square)) - cross)
   else:
     overconfidence = jnp.zeros_like(ce)
     jump = jnp.zeros_like(ce)
+  # Ignored positions may hold garbage: select, never multiply, them away.
   terms = _TokenTerms(jnp.where(valid, ce, 0.0), jnp.where(valid, entropy, 0.0),
                       jnp.where(valid, overconfidence, 0.0), jump)
   return terms, (logits, labels, terms.entropy)
 
 
 def _token_terms_bwd(ignore_index, hp, residuals, cotangents):
-  """Analytic VJP in the [T, C] layout, from per-token coefficients.
+  """Analytic VJP in the [N, C] layout, from per-token coefficients.
 
-  With softmax p, log-softmax lp, entropy H and top probability top, for
-  logit j:
+  With softmax p, log-softmax lp, entropy H, top probability top and
+  e = exp(x - max), p = e / sum e, for logit j:
     dl/dx_j   = (1 - eps) w_y (p_j - [j = y]) + (eps / C) (sum_c w_c p_j - w_j)
     dH/dx_j   = -p_j (lp_j + H)
     dtop/dx_j = top ([j = argmax] - p_j)
   and a cotangent g on the probabilities pulls back to p_j (g_j - <g, p>),
-  where the jumps give g_t = G_t (p_t - p_{t-1}) - G_{t+1} (p_{t+1} - p_t).
-  Everything that multiplies p_j and does not depend on j is one per-token
-  coefficient, divided by sum exp so that the gradient reads exp(x - max).
+  where the jumps give g_n = G_n (p_n - p_{n-1}) - G_{n+1} (p_{n+1} - p_n)
+  (G is 0 where a jump would cross a sequence start). So the gradient is
+    e_j (a_n - b_n x_j + s_n e_j + u_n e_{n-1,j} + v_n e_{n+1,j}) + rest_nj
+  with per-token a, b, s, u, v, and rest the one-hot and class-weight terms.
   """
   logits, labels, entropy = residuals
   g_ce, g_entropy, g_over, g_jump = cotangents
   shape = logits.shape
-  num_classes = shape[-1]
+  length, num_classes = shape
   eps, weights = hp.label_smoothing, hp.class_weights
   valid = labels != ignore_index
   target = jnp.where(valid, labels, 0)
   # Recomputed rather than saved: under one jit XLA shares them with the
   # forward pass, and extra residuals would keep more buffers alive at the
   # gradient pass (the 32 MiB scratch limit in BENCHMARKS.md).
-  x, planes, top, exps, sum_exp = _softmax_parts(logits)
-  inv_sum = 1.0 / sum_exp
+  x, planes, top, exps, log_sum = _softmax_parts(logits, valid)
+  inv_sum = jnp.exp(-log_sum)
+  tokens = lambda values: _broadcast_tokens(values, shape)  # pylint: disable=unnecessary-lambda-assignment
   g_ce_target = g_ce * (1.0 - eps) * _target_weight(target, weights)
   g_ce_smooth = g_ce * (eps / num_classes)
   # -g_H p_j (lp_j + H) = -g_H p_j (x_j - max) + g_H p_j (log sum_exp - H)
   coefficient = (g_ce_target + g_ce_smooth * sum(weights)
-                 + g_entropy * (jnp.log(sum_exp) - entropy))
+                 + g_entropy * (log_sum - entropy))
   classes = jax.lax.broadcasted_iota(jnp.int32, shape, 1)
-  valid_tokens = _broadcast_tokens(valid, shape)
-  probs = jnp.where(valid_tokens, exps * _broadcast_tokens(inv_sum, shape), 0.0)
-  per_prob = -_broadcast_tokens(g_entropy, shape) * (
-      x - _broadcast_tokens(top, shape))
-  rest = (-_broadcast_tokens(g_ce_target, shape)
-          * (classes == _broadcast_tokens(target, shape))
-          - _broadcast_tokens(g_ce_smooth, shape) * jnp.asarray(weights, x.dtype))
+  rest = (-tokens(g_ce_target) * (classes == tokens(target))
+          - tokens(g_ce_smooth) * jnp.asarray(weights, x.dtype))
+  per_exp = -tokens(g_entropy * inv_sum) * (x - tokens(top))
   if hp.with_boundary_terms:
     g_top = jnp.where(inv_sum > hp.conf_threshold, g_over * inv_sum, 0.0)
     # First maximal class, matching jnp.argmax on ties.
     argmax = jnp.full(top.shape, num_classes - 1, jnp.int32)
     for c in reversed(range(num_classes - 1)):
       argmax = jnp.where(planes[c] == top, c, argmax)
-    pull = _broadcast_tokens(g_jump, shape) * (probs - _previous(probs))
-    g_probs = pull - _following(pull)
-    g_dot_p = sum((g_probs * probs)[:, c] for c in range(num_classes))
+    g_pair = g_jump * _within_sequence(length, hp.sequence_length, -1, x.dtype)
+    g_next = _following(g_pair)
+    square, cross = _prob_products(exps)
+    # <g, p>_n = G_n (|p_n|^2 - <p_n, p_{n-1}>) - G_{n+1} (<p_{n+1}, p_n> - |p_n|^2)
+    g_dot_p = g_pair * (square - cross) - g_next * (_following(cross) - square)
     coefficient = coefficient - g_top - g_dot_p
-    per_prob = per_prob + g_probs
-    rest = rest + _broadcast_tokens(g_top, shape) * (
-        classes == _broadcast_tokens(argmax, shape))
-  # A divide is never duplicated into the broadcast below: the coefficient
-  # is computed once per token, not once per (token, class).
-  scaled = coefficient / sum_exp
-  grad = exps * _broadcast_tokens(scaled, shape) + probs * per_prob + rest
-  grad = jnp.where(valid_tokens, grad, 0.0)
+    rest = rest + tokens(g_top) * (classes == tokens(argmax))
+    # p_j g_j = e_j (s e_j + u e_{n-1,j} + v e_{n+1,j})
+    per_exp = (per_exp
+               + tokens((g_pair + g_next) * inv_sum * inv_sum) * exps
+               - tokens(g_pair * inv_sum * _previous(inv_sum))
+               * _neighbour(exps, -1, wrap=True)
+               - tokens(g_next * inv_sum * _following(inv_sum))
+               * _neighbour(exps, 1, wrap=True))
+  grad = exps * (tokens(coefficient * inv_sum) + per_exp) + rest
+  grad = jnp.where(_class_mask(valid, shape), grad, 0.0)
   return grad.astype(logits.dtype), None
 
 
@@ -324,17 +394,33 @@ def boundary_positions(labels: jax.Array, *, ignore_index: int = -100,
 # ----------------------------------------------------------------------------
 
 
-def _weighted_ce_pairs(logits, labels, *, ignore_index, label_smoothing,
+def _class_weights(class_weights, num_classes: int) -> tuple[float, ...]:
+  if class_weights is None:
+    return (1.0,) * num_classes
+  return tuple(float(w) for w in class_weights)
+
+
+def _batch_token_terms(logits, labels, *, ignore_index, label_smoothing,
                        class_weights, conf_threshold=0.5,
-                       with_boundary_terms=False):
-  """Token terms plus the valid mask m_t and the target weight m_t w[y_t]."""
+                       with_boundary_terms=False) -> _TokenTerms:
+  """Token terms of [..., T, C] logits, each shaped like `labels`."""
   num_classes = logits.shape[-1]
-  weights = (tuple(float(w) for w in class_weights) if class_weights is not None
-             else (1.0,) * num_classes)
-  hp = _Smoothing(float(label_smoothing), weights, float(conf_threshold),
-                  with_boundary_terms)
-  terms_fn = _binary_token_terms if num_classes == 2 else _token_terms
-  terms = terms_fn(logits, labels, ignore_index, hp)
+  hp = _Smoothing(float(label_smoothing),
+                  _class_weights(class_weights, num_classes),
+                  float(conf_threshold), with_boundary_terms, labels.shape[-1])
+  if num_classes == 2:
+    terms_fn = functools.partial(_binary_token_terms, ignore_index=ignore_index,
+                                 hp=hp)
+    for _ in range(labels.ndim - 1):
+      terms_fn = jax.vmap(terms_fn)
+    return terms_fn(logits, labels)
+  terms = _token_terms(logits.reshape(-1, num_classes), labels.reshape(-1),
+                       ignore_index, hp)
+  return _TokenTerms(*(term.reshape(labels.shape) for term in terms))
+
+
+def _weighted_ce_pairs(terms: _TokenTerms, labels, *, ignore_index, weights):
+  """CE and entropy pairs, the valid mask m_t and the target weight m_t w[y_t]."""
   valid = labels != ignore_index
   target_weight = jnp.where(valid, _target_weight(labels, weights), 0.0)
   count = jnp.sum(valid, dtype=jnp.float32)
@@ -342,23 +428,23 @@ def _weighted_ce_pairs(logits, labels, *, ignore_index, label_smoothing,
       "ce": (jnp.sum(terms.ce), jnp.sum(target_weight)),
       "entropy": (jnp.sum(terms.entropy), count),
   }
-  return pairs, terms, valid, target_weight
+  return pairs, valid, target_weight
 
 
-def _sequence_cross_entropy_pairs(logits, labels, **hyperparameters) -> Pairs:
-  """Pairs of the legacy loss for one [T, C] sequence."""
-  pairs, *_ = _weighted_ce_pairs(logits, labels, **hyperparameters)
+def _cross_entropy_pairs(terms: _TokenTerms, labels, *, ignore_index,
+                         weights) -> Pairs:
+  """Pairs of the legacy loss for one sequence's token terms."""
+  pairs, *_ = _weighted_ce_pairs(terms, labels, ignore_index=ignore_index,
+                                 weights=weights)
   return pairs
 
 
-def _sequence_boundary_pairs(logits, labels, *, ignore_index, label_smoothing,
-                             class_weights, boundary_weight, boundary_radius,
-                             conf_threshold, use_boundary_as_primary) -> Pairs:
-  """Pairs of the boundary-aware loss for one [T, C] sequence."""
-  pairs, terms, valid, target_weight = _weighted_ce_pairs(
-      logits, labels, ignore_index=ignore_index,
-      label_smoothing=label_smoothing, class_weights=class_weights,
-      conf_threshold=conf_threshold, with_boundary_terms=True)
+def _boundary_pairs(terms: _TokenTerms, labels, *, ignore_index, weights,
+                    boundary_weight, boundary_radius,
+                    use_boundary_as_primary) -> Pairs:
+  """Pairs of the boundary-aware loss for one sequence's token terms."""
+  pairs, valid, target_weight = _weighted_ce_pairs(
+      terms, labels, ignore_index=ignore_index, weights=weights)
   boundary = boundary_positions(labels, ignore_index=ignore_index,
                                 boundary_radius=boundary_radius)
   if use_boundary_as_primary:
@@ -405,13 +491,13 @@ def _check_inputs(logits, labels) -> tuple[jax.Array, jax.Array]:
   return logits, labels
 
 
-def _reduce_pairs(sequence_fn: Callable[..., Pairs], logits: jax.Array,
+def _reduce_pairs(sequence_fn: Callable[..., Pairs], terms: _TokenTerms,
                   labels: jax.Array, axis_name: str | None) -> Pairs:
-  """Sums per-sequence pairs over the batch (and the device axis)."""
+  """Sums per-sequence pairs of the token terms over the batch (and devices)."""
   if labels.ndim == 1:
-    pairs = sequence_fn(logits, labels)
+    pairs = sequence_fn(terms, labels)
   else:
-    pairs = jax.tree.map(jnp.sum, jax.vmap(sequence_fn)(logits, labels))
+    pairs = jax.tree.map(jnp.sum, jax.vmap(sequence_fn)(terms, labels))
   if axis_name is not None:
     pairs = jax.lax.psum(pairs, axis_name)
   return pairs
@@ -459,10 +545,13 @@ def cross_entropy_loss(
     >>> loss, aux = cross_entropy_loss(logits, labels, label_smoothing=0.1)
   """
   logits, labels = _check_inputs(logits, labels)
+  terms = _batch_token_terms(logits, labels, ignore_index=ignore_index,
+                             label_smoothing=label_smoothing,
+                             class_weights=class_weights)
   sequence_fn = functools.partial(
-      _sequence_cross_entropy_pairs, ignore_index=ignore_index,
-      label_smoothing=label_smoothing, class_weights=class_weights)
-  pairs = _reduce_pairs(sequence_fn, logits, labels, axis_name)
+      _cross_entropy_pairs, ignore_index=ignore_index,
+      weights=_class_weights(class_weights, logits.shape[-1]))
+  pairs = _reduce_pairs(sequence_fn, terms, labels, axis_name)
   ce = _ratio(pairs["ce"], _TINY)
   entropy = _ratio(pairs["entropy"], 1.0)
   loss = ce - entropy_lambda * entropy
@@ -521,13 +610,17 @@ def boundary_aware_loss(
     `boundary_ce`, `consistency`, `confidence_penalty`, `boundary_fraction`.
   """
   logits, labels = _check_inputs(logits, labels)
+  terms = _batch_token_terms(logits, labels, ignore_index=ignore_index,
+                             label_smoothing=label_smoothing,
+                             class_weights=class_weights,
+                             conf_threshold=conf_threshold,
+                             with_boundary_terms=True)
   sequence_fn = functools.partial(
-      _sequence_boundary_pairs, ignore_index=ignore_index,
-      label_smoothing=label_smoothing, class_weights=class_weights,
+      _boundary_pairs, ignore_index=ignore_index,
+      weights=_class_weights(class_weights, logits.shape[-1]),
       boundary_weight=boundary_weight, boundary_radius=boundary_radius,
-      conf_threshold=conf_threshold,
       use_boundary_as_primary=use_boundary_as_primary)
-  pairs = _reduce_pairs(sequence_fn, logits, labels, axis_name)
+  pairs = _reduce_pairs(sequence_fn, terms, labels, axis_name)
   ce = _ratio(pairs["ce"], _TINY)
   if use_boundary_as_primary:
     boundary_ce = _ratio(pairs["boundary_ce"], _TINY)

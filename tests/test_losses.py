@@ -364,17 +364,25 @@ def test_vmap_over_independent_batches():
     np.testing.assert_allclose(stacked[i], expected, rtol=1e-6)
 
 
-def test_per_sequence_pairs_sum_to_the_batch_loss():
-  logits, labels = random_case(12, 5, 18, 2)
-  kw = dict(ignore_index=-100, label_smoothing=0.1, class_weights=(1.0, 2.0),
-            boundary_weight=3.0, boundary_radius=0, conf_threshold=0.8,
-            use_boundary_as_primary=True)
+@pytest.mark.parametrize("num_classes", [2, 5])
+def test_per_sequence_pairs_sum_to_the_batch_loss(num_classes):
+  # For C > 2 the token terms are computed on the flattened batch: a jump or
+  # a gradient leaking across sequences would break this sum.
+  logits, labels = random_case(12, 5, 18, num_classes)
+  weights = tuple(1.0 + c for c in range(num_classes))
+  kw = dict(ignore_index=-100, label_smoothing=0.1, class_weights=weights)
+  pair_kw = dict(boundary_weight=3.0, boundary_radius=0,
+                 use_boundary_as_primary=True)
   total = None
   for b in range(5):
-    pairs = losses._sequence_boundary_pairs(  # pylint: disable=protected-access
-        jnp.asarray(logits[b]), jnp.asarray(labels[b]), **kw)
+    terms = losses._batch_token_terms(  # pylint: disable=protected-access
+        jnp.asarray(logits[b]), jnp.asarray(labels[b]), conf_threshold=0.8,
+        with_boundary_terms=True, **kw)
+    pairs = losses._boundary_pairs(  # pylint: disable=protected-access
+        terms, jnp.asarray(labels[b]), ignore_index=-100, weights=weights,
+        **pair_kw)
     total = pairs if total is None else jax.tree.map(jnp.add, total, pairs)
-  _, aux = jax_boundary(logits, labels, **kw)
+  _, aux = jax_boundary(logits, labels, conf_threshold=0.8, **kw, **pair_kw)
   numerator, denominator = total["boundary_ce"]
   np.testing.assert_allclose(numerator / denominator, aux["boundary_ce"],
                              rtol=1e-6)

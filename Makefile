@@ -29,6 +29,7 @@ validate: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) tools/bench_losses.py
+	$(PY) tools/bench_xla_patterns.py
 	$(PY) tools/bench_metrics.py
 	$(PY) tools/bench_train.py
 

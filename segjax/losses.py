@@ -112,25 +112,29 @@ def _class_mask(valid: jax.Array, shape) -> jax.Array:
 
 
 def _neighbour(values: jax.Array, offset: int, *, wrap: bool = False):
-  """values[n + offset] along the leading axis; the end rows hold any value.
+  """values[n + offset] along the leading axis, for offset -1 or 1.
 
   A gather with constant indices instead of a pad: XLA:CPU fuses it as a
   plain load, where a pad puts a branch in the inner loop and the kernel
-  stops vectorising. Callers multiply the out-of-range rows by 0. `wrap`
-  changes only those rows' index constants: two kernels that read the same
-  shifted view through different constants each fuse their own gather,
-  where a shared gather would be materialised as an extra [N, C] buffer.
+  stops vectorising. The one out-of-range row is clipped, or wrapped around
+  (callers multiply it by 0). The two kernels that read the previous
+  token's exps differ in `wrap`: their index constants then differ and each
+  fuses its own gather, where a shared gather would be stored as one more
+  [N, C] buffer. `tools/bench_xla_patterns.py` measures both choices.
   """
   length = values.shape[0]
   index = jnp.arange(length) + offset
-  index = index % length if wrap else jnp.clip(index, 0, length - 1)
+  if wrap:
+    index = jax.lax.rem(index + length, length)
+  else:
+    index = jnp.clip(index, 0, length - 1)
   return jnp.take(values, index, axis=0, mode="clip")
 
 
 def _within_sequence(length: int, sequence_length: int, offset: int,
                      dtype) -> jax.Array:
   """1.0 where token n + offset is in token n's sequence, else 0.0, [N]."""
-  position = jnp.arange(length) % sequence_length + offset
+  position = jax.lax.rem(jnp.arange(length), sequence_length) + offset
   return ((position >= 0) & (position < sequence_length)).astype(dtype)
 
 
@@ -158,14 +162,30 @@ def _class_sum(exps: jax.Array) -> jax.Array:
   return jnp.maximum(total, 1.0)
 
 
+def _jumps(exps: jax.Array) -> jax.Array:
+  """0.5 |p_n - p_{n-1}|^2 per token, [N] (0 at n = 0).
+
+  From differences of probabilities, so that it stays accurate when
+  neighbours agree. The neighbours are slices (no branch, no gather); the
+  result is one quotient by the sums: XLA never duplicates a divide into
+  its consumers, so it is computed once and stored as [N] instead of being
+  recomputed from the [N, C] exps by every consumer.
+  """
+  later, earlier = exps[1:], exps[:-1]
+  total, total_before = _class_sum(later), _class_sum(earlier)
+  steps = [later[:, c] * total_before - earlier[:, c] * total
+           for c in range(exps.shape[-1])]
+  jumps = 0.5 * sum(jnp.square(step) for step in steps) / jnp.square(
+      total * total_before)
+  return jnp.pad(jumps, (1, 0))
+
+
 def _prob_products(exps: jax.Array):
   """|p_n|^2 and <p_n, p_{n-1}> per token, [N] each (the latter any at n = 0).
 
-  Written as quotients by sum exp: XLA never duplicates a divide into its
-  consumers, so each is computed once and stored as [N] instead of being
-  recomputed from the [N, C] exps by every consumer. Jumps are built from
-  these (0.5 |p_n - p_{n-1}|^2 = 0.5 (|p_n|^2 + |p_{n-1}|^2) - <p_n, p_{n-1}>)
-  with an absolute rounding error of a few float32 ulps of 1.
+  Quotients by the sums, like `_jumps`. The backward pass takes <g, p> from
+  these; their cancellation when neighbours agree costs a few float32 ulps
+  of 1, far below the CE part of the same gradient.
   """
   num_classes = exps.shape[-1]
   before = _neighbour(exps, -1)
@@ -204,9 +224,8 @@ def _token_terms_fwd(logits, labels, ignore_index, hp):
                                     for c, sc in enumerate(shifted))
   if hp.with_boundary_terms:
     overconfidence = jax.nn.relu(inv_sum - hp.conf_threshold)
-    square, cross = _prob_products(exps)
-    jump = _within_sequence(x.shape[0], hp.sequence_length, -1, x.dtype) * (
-        0.5 * (square + _previous(square)) - cross)
+    jump = _within_sequence(x.shape[0], hp.sequence_length, -1,
+                            x.dtype) * _jumps(exps)
   else:
     overconfidence = jnp.zeros_like(ce)
     jump = jnp.zeros_like(ce)
@@ -456,9 +475,11 @@ def _boundary_pairs(terms: _TokenTerms, labels, *, ignore_index, weights,
     pairs["boundary_only_ce"] = (jnp.sum(jnp.where(boundary, terms.ce, 0.0)),
                                  jnp.sum(jnp.where(boundary, target_weight, 0.0)))
   _, same = _same_label_pairs(labels, valid)
-  same = jnp.pad(same, (1, 0))  # jumps are indexed by their right position
-  pairs["consistency"] = (jnp.sum(jnp.where(same, terms.jump, 0.0)),
-                          jnp.sum(same, dtype=jnp.float32))
+  # Jumps are indexed by their right position. They are finite everywhere,
+  # so a 0/1 factor masks them (a select here stops XLA:CPU vectorising the
+  # jump kernel it fuses into).
+  same = jnp.pad(same, (1, 0)).astype(jnp.float32)
+  pairs["consistency"] = (jnp.sum(same * terms.jump), jnp.sum(same))
   count = pairs["entropy"][1]
   pairs["confidence_penalty"] = (jnp.sum(terms.overconfidence), count)
   pairs["boundary_fraction"] = (jnp.sum(boundary, dtype=jnp.float32), count)

@@ -234,6 +234,27 @@ def autodiff_boundary_loss(logits, labels, *, ignore_index=-100,
           + conf_penalty_lambda * penalty)
 
 
+@pytest.mark.parametrize("num_classes", [2, 5])
+def test_consistency_stays_accurate_when_neighbours_agree(num_classes):
+  # Inside a segment the probabilities of neighbours nearly agree: a jump
+  # taken as |p_t|^2 + |p_{t-1}|^2 - 2 <p_t, p_{t-1}> would lose most of its
+  # digits to cancellation (relative error 2e-3 here).
+  rng = np.random.default_rng(0)
+  length, run = 256, 32
+  labels = np.repeat(np.arange(length // run) % num_classes, run)[None]
+  labels = np.repeat(labels, 4, axis=0).astype(np.int32)
+  segments = rng.normal(size=(4, length // run, num_classes)) * 2.0
+  logits = (np.repeat(segments, run, axis=1)
+            + 1e-3 * rng.normal(size=(4, length, num_classes))).astype(np.float32)
+  kw = dict(label_smoothing=0.1, segment_consistency_lambda=1.0)
+  _, aux = jax_boundary(logits, labels, **kw)
+  _, ref_aux = loss_reference.boundary_aware(logits.astype(np.float64), labels,
+                                             **kw)
+  assert ref_aux["consistency"] < 1e-6  # the regime this test is about
+  np.testing.assert_allclose(float(aux["consistency"]), ref_aux["consistency"],
+                             rtol=1e-4)
+
+
 @pytest.mark.parametrize("num_classes", [2, 3, 5])
 def test_gradient_matches_autodiff_of_plain_transcription(num_classes):
   logits, labels = random_case(7, 3, 24, num_classes)

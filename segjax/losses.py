@@ -77,7 +77,7 @@ class _TokenTerms(NamedTuple):
   ce: jax.Array  # l_t, [T]
   entropy: jax.Array  # H_t, [T]
   overconfidence: jax.Array  # relu(max_c p_t[c] - conf_threshold), [T]
-  jump: jax.Array  # 0.5 ||p_t - p_{t-1}||^2, 0 at t = 0, [T]
+  jump: jax.Array  # 0.5 ||p_t - p_{t-1}||^2 for t >= 1, [T]
 
 
 def _broadcast_tokens(values: jax.Array, shape) -> jax.Array:
@@ -104,7 +104,8 @@ def _class_mask(valid: jax.Array, shape) -> jax.Array:
   """[N] validity as the [N, C] predicate `class < (C if valid else 0)`.
 
   A select on the class index keeps the kernel vectorised on XLA:CPU; a
-  select on a broadcast per-token predicate does not (measured 2x slower).
+  select on a broadcast per-token predicate does not
+  (`tools/bench_xla_patterns.py`).
   """
   limit = jnp.where(valid, shape[-1], 0)
   classes = jax.lax.broadcasted_iota(jnp.int32, shape, 1)
@@ -261,7 +262,7 @@ def _token_terms_bwd(ignore_index, hp, residuals, cotangents):
   # gradient pass (the 32 MiB scratch limit in BENCHMARKS.md).
   x, planes, top, exps, log_sum = _softmax_parts(logits, valid)
   inv_sum = jnp.exp(-log_sum)
-  tokens = lambda values: _broadcast_tokens(values, shape)  # pylint: disable=unnecessary-lambda-assignment
+  tokens = functools.partial(_broadcast_tokens, shape=shape)
   g_ce_target = g_ce * (1.0 - eps) * _target_weight(target, weights)
   g_ce_smooth = g_ce * (eps / num_classes)
   # -g_H p_j (lp_j + H) = -g_H p_j (x_j - max) + g_H p_j (log sum_exp - H)

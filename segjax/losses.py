@@ -132,11 +132,9 @@ def _neighbour(values: jax.Array, offset: int, *, wrap: bool = False):
   return jnp.take(values, index, axis=0, mode="clip")
 
 
-def _within_sequence(length: int, sequence_length: int, offset: int,
-                     dtype) -> jax.Array:
-  """1.0 where token n + offset is in token n's sequence, else 0.0, [N]."""
-  position = jax.lax.rem(jnp.arange(length), sequence_length) + offset
-  return ((position >= 0) & (position < sequence_length)).astype(dtype)
+def _after_sequence_start(length: int, sequence_length: int, dtype):
+  """1.0 where token n has a predecessor in its sequence, else 0.0, [N]."""
+  return (jax.lax.rem(jnp.arange(length), sequence_length) != 0).astype(dtype)
 
 
 def _softmax_parts(logits: jax.Array, valid: jax.Array):
@@ -225,8 +223,10 @@ def _token_terms_fwd(logits, labels, ignore_index, hp):
                                     for c, sc in enumerate(shifted))
   if hp.with_boundary_terms:
     overconfidence = jax.nn.relu(inv_sum - hp.conf_threshold)
-    jump = _within_sequence(x.shape[0], hp.sequence_length, -1,
-                            x.dtype) * _jumps(exps)
+    # 0 at sequence starts: no jump crosses sequences of the flattened batch
+    # (this select also keeps the jump kernel vectorised on XLA:CPU).
+    jump = _after_sequence_start(x.shape[0], hp.sequence_length,
+                                  x.dtype) * _jumps(exps)
   else:
     overconfidence = jnp.zeros_like(ce)
     jump = jnp.zeros_like(ce)
@@ -278,7 +278,7 @@ def _token_terms_bwd(ignore_index, hp, residuals, cotangents):
     argmax = jnp.full(top.shape, num_classes - 1, jnp.int32)
     for c in reversed(range(num_classes - 1)):
       argmax = jnp.where(planes[c] == top, c, argmax)
-    g_pair = g_jump * _within_sequence(length, hp.sequence_length, -1, x.dtype)
+    g_pair = g_jump * _after_sequence_start(length, hp.sequence_length, x.dtype)
     g_next = _following(g_pair)
     square, cross = _prob_products(exps)
     # <g, p>_n = G_n (|p_n|^2 - <p_n, p_{n-1}>) - G_{n+1} (<p_{n+1}, p_n> - |p_n|^2)

@@ -72,8 +72,14 @@ def train_command(config_flag, *args):
   return [sys.executable, "-m", "segjax.train", *train_flags(config_flag, *args)]
 
 
+def run_module(module, *args, stdin=None, devices=1, timeout=300):
+  """`python -m module args` from the repo root; the CompletedProcess."""
+  return subprocess.run([sys.executable, "-m", module, *args], input=stdin,
+                        capture_output=True, text=True, cwd=REPO,
+                        env=cli_env(devices), timeout=timeout, check=False)
+
+
 def cli(config_flag, *args, devices=1):
   """Runs the train command to completion; returns the CompletedProcess."""
-  return subprocess.run(train_command(config_flag, *args), capture_output=True,
-                        text=True, cwd=REPO, env=cli_env(devices), timeout=600,
-                        check=False)
+  return run_module("segjax.train", *train_flags(config_flag, *args),
+                    devices=devices, timeout=600)

@@ -1,7 +1,5 @@
 """tools/hlo_traffic.py counts the bytes the compiled kernels move."""
 
-import argparse
-
 import jax
 import jax.numpy as jnp
 
@@ -34,8 +32,7 @@ def test_two_inputs_and_a_narrower_output_are_counted():
 
 def test_a_variant_of_the_losses_module_loads_and_runs():
   # A separate module object: `--losses` never touches the imported package.
-  variant = bench_report.losses_module(argparse.Namespace(
-      losses=str(REPO / "segjax" / "losses.py")))
+  variant = bench_report.load_losses_copy(REPO / "segjax" / "losses.py")
   logits, labels = bench_losses.inputs(3)
   fn = bench_losses.candidates(3, variant)["boundary_aware (all terms)"]
   loss = fn(logits[:2, :16], labels[:2, :16])

@@ -1,11 +1,10 @@
 """End-to-end tests of `segjax.train` on the embedded pydoc data, tiny model."""
 
 import json
-import sys
 
 import pytest
 
-from e2e_helpers import cli, read_events, tiny_config, train_losses
+from e2e_helpers import cli, read_events, run_module, tiny_config, train_losses
 from segjax import trainer as train
 
 
@@ -177,14 +176,6 @@ def trained_workdir(tmp_path_factory):
       "train.num_steps": 8, "train.eval_every": 4,
       "train.checkpoint_every": 4}), workdir)
   return workdir
-
-
-def run_module(module, *args, stdin=None):
-  import subprocess  # pylint: disable=g-import-not-at-top
-  from e2e_helpers import REPO, cli_env  # pylint: disable=g-import-not-at-top
-  return subprocess.run([sys.executable, "-m", module, *args], input=stdin,
-                        capture_output=True, text=True, cwd=REPO,
-                        env=cli_env(1), timeout=300, check=False)
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ another copy of `segjax/losses.py` instead.
 from __future__ import annotations
 
 import argparse
-import resource
+import functools
 from typing import NamedTuple
 
 import jax
@@ -73,22 +73,14 @@ def measure(num_classes: int, repeats: int,
   logits, labels = inputs(num_classes)
   steps = {name: jax.jit(jax.value_and_grad(fn)).lower(logits, labels).compile()
            for name, fn in candidates(num_classes, module).items()}
-  # Interleave the candidates so that load changes hit all of them alike.
-  times = {name: [] for name in steps}
-  faults = dict.fromkeys(steps, 0)
-  for name, step in steps.items():
+  for step in steps.values():
     jax.block_until_ready(step(logits, labels))
-  for _ in range(repeats):
-    for name, step in steps.items():
-      before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-      times[name].append(bench_report.median_seconds(
-          lambda: jax.block_until_ready(step(logits, labels)), repeats=1,
-          warmup=0))
-      faults[name] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+  result = bench_report.interleaved_calls(
+      {name: functools.partial(step, logits, labels)
+       for name, step in steps.items()}, repeats=repeats)
   return {name: Measurement(
-      float(np.median(times[name])),
-      step.memory_analysis().temp_size_in_bytes / 2**20,
-      faults[name] / repeats) for name, step in steps.items()}
+      seconds, steps[name].memory_analysis().temp_size_in_bytes / 2**20, faults)
+          for name, (seconds, faults) in result.items()}
 
 
 def main():

@@ -23,6 +23,7 @@ the code XLA:CPU generates differs:
 from __future__ import annotations
 
 import argparse
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -37,8 +38,8 @@ VARIANTS = ("as shipped", "gradient neighbours by pad",
 
 def _variant(name: str):
   """A fresh copy of segjax/losses.py with the named choice undone."""
-  module = bench_report.losses_module(argparse.Namespace(
-      losses=str(bench_report.REPO_ROOT / "segjax" / "losses.py")))
+  module = bench_report.load_losses_copy(
+      bench_report.REPO_ROOT / "segjax" / "losses.py")
   neighbour, broadcast = module._neighbour, module._broadcast_tokens  # pylint: disable=protected-access
   if name == "gradient neighbours by pad":
     def by_pad(values, offset, *, wrap=False):
@@ -66,15 +67,11 @@ def measure(repeats: int):
     np.testing.assert_allclose(loss, reference[0], rtol=1e-5, err_msg=name)
     np.testing.assert_allclose(grad, reference[1], rtol=1e-4, atol=1e-9,
                                err_msg=name)
-  times = {name: [] for name in steps}
-  for _ in range(repeats):  # interleaved, so that load changes hit all alike
-    for name, step in steps.items():
-      times[name].append(bench_report.median_seconds(
-          lambda: jax.block_until_ready(step(logits, labels)), repeats=1,
-          warmup=0))
-  return {name: (float(np.median(times[name])),
-                 step.memory_analysis().temp_size_in_bytes / 2**20)
-          for name, step in steps.items()}
+  result = bench_report.interleaved_calls(
+      {name: functools.partial(step, logits, labels)
+       for name, step in steps.items()}, repeats=repeats)
+  return {name: (seconds, steps[name].memory_analysis().temp_size_in_bytes
+                 / 2**20) for name, (seconds, _) in result.items()}
 
 
 def main():

@@ -245,7 +245,7 @@ def gather_windows(table: WindowTable, rows: np.ndarray) -> Batch:
   tokens[sentence_mask] = table.tokens(flat[sentence_mask])
   labels = np.where(sentence_mask, table.labels[flat], table.ignore_index)
   return {
-      "tokens": tokens.astype(np.int32),
+      "tokens": tokens,
       "labels": labels.astype(np.int32),
       "sentence_mask": sentence_mask,
   }

@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup train test test-fast bench validate clean
+.PHONY: setup train test test-fast bench validate format check-format clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,14 @@ bench: $(STAMP)
 	$(PY) tools/bench_xla_patterns.py
 	$(PY) tools/bench_metrics.py
 	$(PY) tools/bench_train.py
+
+FORMATTED := segjax tests tools configs
+
+format: $(STAMP)
+	$(VENV)/bin/pyink $(FORMATTED)
+
+check-format: $(STAMP)
+	$(VENV)/bin/pyink --check --quiet $(FORMATTED)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -20,13 +20,18 @@ VARIANTS = {
 
 def get_config(arg=None):
   config = config_lib.base_config()
-  config.loss = ml_collections.ConfigDict({
-      "type": "cross_entropy",
-      "num_classes": 2,
-      "ignore_index": -100,
-      "label_smoothing": 0.1,
-      "class_weights": ml_collections.FieldReference(None, field_type=tuple),
-      "entropy_lambda": 0.01,
-  })
-  return config_lib.apply_arg(config, arg, VARIANTS,
-                              config_file="configs/cross_entropy.py")
+  config.loss = ml_collections.ConfigDict(
+      {
+          "type": "cross_entropy",
+          "num_classes": 2,
+          "ignore_index": -100,
+          "label_smoothing": 0.1,
+          "class_weights": ml_collections.FieldReference(
+              None, field_type=tuple
+          ),
+          "entropy_lambda": 0.01,
+      }
+  )
+  return config_lib.apply_arg(
+      config, arg, VARIANTS, config_file="configs/cross_entropy.py"
+  )

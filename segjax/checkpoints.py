@@ -26,23 +26,35 @@ ITEMS = ("state", "meta", "data")
 class Checkpointer:
   """Saves and restores train state, metadata and the data iterator."""
 
-  def __init__(self, workdir: str | pathlib.Path, *, keep: int = 2,
-               best_metric: str = "val_window_diff", best_mode: str = "min",
-               read_only: bool = False):
+  def __init__(
+      self,
+      workdir: str | pathlib.Path,
+      *,
+      keep: int = 2,
+      best_metric: str = "val_window_diff",
+      best_mode: str = "min",
+      read_only: bool = False,
+  ):
     self.directory = pathlib.Path(workdir).absolute() / "checkpoints"
     self.best_metric = best_metric
     self.best_mode = best_mode
-    policy = checkpoint_managers.AnyPreservationPolicy([
-        checkpoint_managers.LatestN(n=keep),
-        checkpoint_managers.BestN(
-            get_metric_fn=lambda metrics: metrics[best_metric],
-            reverse=best_mode == "min", n=1,
-            keep_checkpoints_without_metrics=False),
-    ])
+    policy = checkpoint_managers.AnyPreservationPolicy(
+        [
+            checkpoint_managers.LatestN(n=keep),
+            checkpoint_managers.BestN(
+                get_metric_fn=lambda metrics: metrics[best_metric],
+                reverse=best_mode == "min",
+                n=1,
+                keep_checkpoints_without_metrics=False,
+            ),
+        ]
+    )
     options = ocp.CheckpointManagerOptions(
-        preservation_policy=policy, create=not read_only, read_only=read_only)
-    self.manager = ocp.CheckpointManager(self.directory, options=options,
-                                         item_names=ITEMS)
+        preservation_policy=policy, create=not read_only, read_only=read_only
+    )
+    self.manager = ocp.CheckpointManager(
+        self.directory, options=options, item_names=ITEMS
+    )
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -50,20 +62,30 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     return list(self.manager.all_steps())
 
-  def save(self, step: int, host_state: Any, meta: dict[str, Any],
-           data_iterator: Any, metrics: dict[str, float] | None = None) -> None:
+  def save(
+      self,
+      step: int,
+      host_state: Any,
+      meta: dict[str, Any],
+      data_iterator: Any,
+      metrics: dict[str, float] | None = None,
+  ) -> None:
     """Starts an asynchronous save; `metrics` rank the step for `best`."""
     args = ocp.args.Composite(
         state=ocp.args.StandardSave(host_state),
         meta=ocp.args.JsonSave(meta),
-        data=grain.checkpoint.CheckpointSave(data_iterator))
+        data=grain.checkpoint.CheckpointSave(data_iterator),
+    )
     self.manager.save(step, args=args, metrics=metrics, force=True)
 
-  def restore(self, step: int, abstract_state: Any,
-              data_iterator: Any | None = None) -> tuple[Any, dict[str, Any]]:
+  def restore(
+      self, step: int, abstract_state: Any, data_iterator: Any | None = None
+  ) -> tuple[Any, dict[str, Any]]:
     """(state, meta) of `step`; also moves `data_iterator` to its position."""
-    items = {"state": ocp.args.StandardRestore(abstract_state),
-             "meta": ocp.args.JsonRestore()}
+    items = {
+        "state": ocp.args.StandardRestore(abstract_state),
+        "meta": ocp.args.JsonRestore(),
+    }
     if data_iterator is not None:
       items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
     restored = self.manager.restore(step, args=ocp.args.Composite(**items))
@@ -71,7 +93,8 @@ class Checkpointer:
 
   def restore_meta(self, step: int) -> dict[str, Any]:
     restored = self.manager.restore(
-        step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
+    )
     return restored["meta"]
 
   def best_step(self) -> int | None:

@@ -92,9 +92,13 @@ def base_config() -> ml_collections.ConfigDict:
   return config
 
 
-def apply_arg(config: ml_collections.ConfigDict, arg: str | None,
-              variants: Mapping[str, Mapping[str, Any]], *,
-              config_file: str) -> ml_collections.ConfigDict:
+def apply_arg(
+    config: ml_collections.ConfigDict,
+    arg: str | None,
+    variants: Mapping[str, Mapping[str, Any]],
+    *,
+    config_file: str,
+) -> ml_collections.ConfigDict:
   """Applies the comma-separated variants and switches named in `arg`.
 
   Raises:
@@ -106,12 +110,12 @@ def apply_arg(config: ml_collections.ConfigDict, arg: str | None,
       valid = sorted(variants) + sorted(SWITCHES)
       raise ValueError(
           f"{config_file}: unknown variant {name!r}; valid variants: "
-          f"{', '.join(valid)}")
+          f"{', '.join(valid)}"
+      )
     for dotted_key, value in overrides.items():
       section, key = dotted_key.rsplit(".", 1)
       config[section][key] = value
   return config
-
 
 
 def _load_module(path: str):
@@ -140,9 +144,16 @@ def config_variants(path: str) -> list[str]:
 # ----------------------------------------------------------------------------
 
 DATA_SOURCES = ("pydoc", "choi", "wiki727k", "jsonl", "auto")
-EVAL_METRICS = ("val_loss", "val_pk", "val_window_diff", "val_boundary_f1",
-                "val_boundary_f1_tol1", "val_complete_segments",
-                "val_macro_f1", "val_ece")
+EVAL_METRICS = (
+    "val_loss",
+    "val_pk",
+    "val_window_diff",
+    "val_boundary_f1",
+    "val_boundary_f1_tol1",
+    "val_complete_segments",
+    "val_macro_f1",
+    "val_ece",
+)
 
 
 class ConfigError(ValueError):
@@ -157,8 +168,12 @@ def _check(condition: bool, key: str, value: Any, rule: str) -> None:
 def _positive_int(config, key: str, minimum: int = 1) -> None:
   section, name = key.split(".")
   value = config[section][name]
-  _check(isinstance(value, int) and value >= minimum, key, value,
-         f"must be an integer >= {minimum}")
+  _check(
+      isinstance(value, int) and value >= minimum,
+      key,
+      value,
+      f"must be an integer >= {minimum}",
+  )
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
@@ -174,13 +189,25 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   losses.validate_loss_config(config.loss)
 
   d = config.data
-  _check(d.source in DATA_SOURCES, "data.source", d.source,
-         f"valid sources: {', '.join(DATA_SOURCES)}")
+  _check(
+      d.source in DATA_SOURCES,
+      "data.source",
+      d.source,
+      f"valid sources: {', '.join(DATA_SOURCES)}",
+  )
   if d.source != "pydoc":
-    _check(bool(d.path) and pathlib.Path(d.path).exists(), "data.path",
-           d.path, f"data.source={d.source!r} needs an existing folder")
-  _check(0.0 < d.dev_fraction < 1.0, "data.dev_fraction", d.dev_fraction,
-         "must be in (0, 1)")
+    _check(
+        bool(d.path) and pathlib.Path(d.path).exists(),
+        "data.path",
+        d.path,
+        f"data.source={d.source!r} needs an existing folder",
+    )
+  _check(
+      0.0 < d.dev_fraction < 1.0,
+      "data.dev_fraction",
+      d.dev_fraction,
+      "must be in (0, 1)",
+  )
   _positive_int(config, "data.max_documents", minimum=0)
   _positive_int(config, "data.num_buckets", minimum=2)
   _positive_int(config, "data.max_tokens")
@@ -189,42 +216,80 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _positive_int(config, "data.eval_stride", minimum=0)
 
   try:
-    models.model_from_config(config.model, num_buckets=d.num_buckets,
-                             num_classes=config.loss.num_classes,
-                             max_sentences=d.max_sentences)
+    models.model_from_config(
+        config.model,
+        num_buckets=d.num_buckets,
+        num_classes=config.loss.num_classes,
+        max_sentences=d.max_sentences,
+    )
   except ValueError as e:
     raise ConfigError(str(e)) from e
   for key in ("embed_dim", "hidden_dim", "num_layers", "num_heads", "mlp_dim"):
     _positive_int(config, f"model.{key}")
-  _check(config.model.hidden_dim % config.model.num_heads == 0,
-         "model.num_heads", config.model.num_heads,
-         f"must divide model.hidden_dim={config.model.hidden_dim}")
+  _check(
+      config.model.hidden_dim % config.model.num_heads == 0,
+      "model.num_heads",
+      config.model.num_heads,
+      f"must divide model.hidden_dim={config.model.hidden_dim}",
+  )
 
   o = config.optim
-  _check(o.learning_rate > 0, "optim.learning_rate", o.learning_rate,
-         "must be > 0")
-  _check(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay,
-         "must be >= 0")
-  _check(o.grad_clip_norm > 0, "optim.grad_clip_norm", o.grad_clip_norm,
-         "must be > 0")
-  _check(0 <= o.b1 < 1 and 0 <= o.b2 < 1, "optim.b1/b2", (o.b1, o.b2),
-         "must be in [0, 1)")
+  _check(
+      o.learning_rate > 0, "optim.learning_rate", o.learning_rate, "must be > 0"
+  )
+  _check(
+      o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "must be >= 0"
+  )
+  _check(
+      o.grad_clip_norm > 0,
+      "optim.grad_clip_norm",
+      o.grad_clip_norm,
+      "must be > 0",
+  )
+  _check(
+      0 <= o.b1 < 1 and 0 <= o.b2 < 1,
+      "optim.b1/b2",
+      (o.b1, o.b2),
+      "must be in [0, 1)",
+  )
   _positive_int(config, "optim.warmup_steps", minimum=0)
   _positive_int(config, "optim.decay_steps", minimum=0)
 
   t = config.train
-  for key in ("batch_size", "eval_batch_size", "num_steps", "log_every",
-              "eval_every", "checkpoint_every", "keep_checkpoints"):
+  for key in (
+      "batch_size",
+      "eval_batch_size",
+      "num_steps",
+      "log_every",
+      "eval_every",
+      "checkpoint_every",
+      "keep_checkpoints",
+  ):
     _positive_int(config, f"train.{key}")
-  _check(t.best_metric in EVAL_METRICS, "train.best_metric", t.best_metric,
-         f"valid metrics: {', '.join(EVAL_METRICS)}")
-  _check(t.best_mode in ("min", "max"), "train.best_mode", t.best_mode,
-         "must be 'min' or 'max'")
-  _check(t.threshold_metric in metrics.THRESHOLD_METRICS,
-         "train.threshold_metric", t.threshold_metric,
-         f"valid metrics: {', '.join(sorted(metrics.THRESHOLD_METRICS))}")
-  _check(config.parallel.mode in ("pmap", "shard_map"), "parallel.mode",
-         config.parallel.mode, "valid modes: pmap, shard_map")
+  _check(
+      t.best_metric in EVAL_METRICS,
+      "train.best_metric",
+      t.best_metric,
+      f"valid metrics: {', '.join(EVAL_METRICS)}",
+  )
+  _check(
+      t.best_mode in ("min", "max"),
+      "train.best_mode",
+      t.best_mode,
+      "must be 'min' or 'max'",
+  )
+  _check(
+      t.threshold_metric in metrics.THRESHOLD_METRICS,
+      "train.threshold_metric",
+      t.threshold_metric,
+      f"valid metrics: {', '.join(sorted(metrics.THRESHOLD_METRICS))}",
+  )
+  _check(
+      config.parallel.mode in ("pmap", "shard_map"),
+      "parallel.mode",
+      config.parallel.mode,
+      "valid modes: pmap, shard_map",
+  )
 
 
 def config_from_saved(saved: Mapping[str, Any]) -> ml_collections.ConfigDict:

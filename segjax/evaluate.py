@@ -23,19 +23,28 @@ from segjax import evaluation
 from segjax import inference
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training run's workdir.")
-_SPLIT = flags.DEFINE_enum("split", "test", ["train", "dev", "test"],
-                           "Split of the run's dataset to score.")
-_FORMAT = flags.DEFINE_enum("format", "table", ["table", "json"],
-                            "Output format.")
+_SPLIT = flags.DEFINE_enum(
+    "split",
+    "test",
+    ["train", "dev", "test"],
+    "Split of the run's dataset to score.",
+)
+_FORMAT = flags.DEFINE_enum(
+    "format", "table", ["table", "json"], "Output format."
+)
 _CHECKPOINT = flags.DEFINE_string(
-    "checkpoint", "best", "best, latest, or a step number.")
+    "checkpoint", "best", "best, latest, or a step number."
+)
 
 
 def format_table(scores: dict[str, Any]) -> str:
   width = max(len(k) for k in scores)
   return "\n".join(
-      f"{k.ljust(width)}  {v:.4f}" if isinstance(v, float)
-      else f"{k.ljust(width)}  {v}" for k, v in scores.items())
+      f"{k.ljust(width)}  {v:.4f}"
+      if isinstance(v, float)
+      else f"{k.ljust(width)}  {v}"
+      for k, v in scores.items()
+  )
 
 
 def main(argv):
@@ -51,10 +60,10 @@ def main(argv):
   if not documents:
     sys.exit(f"segjax.evaluate: error: split {_SPLIT.value!r} is empty")
   probs, loss = trained.predict(documents)
-  scores = evaluation.score_documents(probs, documents,
-                                      threshold=trained.threshold)
-  scores = {"split": _SPLIT.value, "step": trained.step, "loss": loss,
-            **scores}
+  scores = evaluation.score_documents(
+      probs, documents, threshold=trained.threshold
+  )
+  scores = {"split": _SPLIT.value, "step": trained.step, "loss": loss, **scores}
   if _FORMAT.value == "json":
     print(json.dumps(scores))
   else:

@@ -29,31 +29,44 @@ def make_eval_step(model, loss_fn) -> Callable:
   """Per-device `(params, batch) -> (probs [b, S], {loss, tokens})`."""
 
   def eval_step(params, batch):
-    logits = model.apply({"params": params}, batch["tokens"],
-                         batch["sentence_mask"], train=False)
+    logits = model.apply(
+        {"params": params}, batch["tokens"], batch["sentence_mask"], train=False
+    )
     loss, _ = loss_fn(logits, batch["labels"], axis_name=parallel_lib.AXIS)
     tokens = jax.lax.psum(
-        jnp.sum(batch["labels"] != data.IGNORE_INDEX), parallel_lib.AXIS)
+        jnp.sum(batch["labels"] != data.IGNORE_INDEX), parallel_lib.AXIS
+    )
     return boundary_probabilities(logits), {"loss": loss, "tokens": tokens}
 
   return eval_step
 
 
-def eval_batches(config, documents: Sequence[data.Document],
-                 tokenizer: data.Tokenizer, *,
-                 global_batch_size: int | None = None) -> list[dict]:
+def eval_batches(
+    config,
+    documents: Sequence[data.Document],
+    tokenizer: data.Tokenizer,
+    *,
+    global_batch_size: int | None = None,
+) -> list[dict]:
   """This process's evaluation batches of `documents` under a run's config."""
   return data.make_eval_batches(
-      documents, tokenizer,
+      documents,
+      tokenizer,
       global_batch_size=global_batch_size or config.train.eval_batch_size,
       max_sentences=config.data.max_sentences,
       stride=config.data.eval_stride or None,
-      process_index=jax.process_index(), process_count=jax.process_count())
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+  )
 
 
-def predict_documents(parallel: parallel_lib.DataParallel, eval_fn: Callable,
-                      params: Any, batches: Sequence[dict[str, np.ndarray]],
-                      documents: Sequence[data.Document]):
+def predict_documents(
+    parallel: parallel_lib.DataParallel,
+    eval_fn: Callable,
+    params: Any,
+    batches: Sequence[dict[str, np.ndarray]],
+    documents: Sequence[data.Document],
+):
   """Boundary probabilities per document and the token-weighted mean loss.
 
   Every process runs the same number of batches (padding rows are masked);
@@ -74,12 +87,19 @@ def predict_documents(parallel: parallel_lib.DataParallel, eval_fn: Callable,
     token_sum += int(scalars["tokens"])
     window_doc.append(batch["window_doc"])
     window_start.append(batch["window_start"])
-  gathered = parallel_lib.allgather_rows({
-      "probs": np.concatenate(probs), "doc": np.concatenate(window_doc),
-      "start": np.concatenate(window_start)})
+  gathered = parallel_lib.allgather_rows(
+      {
+          "probs": np.concatenate(probs),
+          "doc": np.concatenate(window_doc),
+          "start": np.concatenate(window_start),
+      }
+  )
   per_document = data.stitch_window_probs(
-      gathered["probs"], gathered["doc"], gathered["start"],
-      data.document_lengths(documents))
+      gathered["probs"],
+      gathered["doc"],
+      gathered["start"],
+      data.document_lengths(documents),
+  )
   return per_document, loss_sum / max(token_sum, 1)
 
 
@@ -89,10 +109,13 @@ def _pad_to_bucket(x: np.ndarray, multiple: int = 64) -> np.ndarray:
   return np.pad(x, pad)
 
 
-def score_documents(document_probs: Sequence[np.ndarray],
-                    documents: Sequence[data.Document], *,
-                    threshold: float | None = None,
-                    threshold_metric: str = "pk") -> dict[str, float]:
+def score_documents(
+    document_probs: Sequence[np.ndarray],
+    documents: Sequence[data.Document],
+    *,
+    threshold: float | None = None,
+    threshold_metric: str = "pk",
+) -> dict[str, float]:
   """Every segmentation metric at `threshold` (tuned here when None).
 
   Keys: pk, window_diff, boundary_f1, boundary_f1_tol1, boundary_precision,
@@ -105,17 +128,29 @@ def score_documents(document_probs: Sequence[np.ndarray],
   # and test (and every eval) reuse one compiled metric computation.
   probs, gold, mask = (_pad_to_bucket(x) for x in (probs, gold, mask))
   if threshold is None:
-    threshold, _ = metrics.best_threshold(probs, gold, mask,
-                                          metric=threshold_metric)
+    threshold, _ = metrics.best_threshold(
+        probs, gold, mask, metric=threshold_metric
+    )
   pred = metrics.boundaries_at_threshold(probs, threshold)
   exact = metrics.compute_metrics(metrics.segmentation_stats(pred, gold, mask))
   near = metrics.compute_metrics(
-      metrics.segmentation_stats(pred, gold, mask, tolerance=1))
+      metrics.segmentation_stats(pred, gold, mask, tolerance=1)
+  )
   calibration = metrics.compute_calibration(
-      metrics.calibration_stats(probs, gold, mask))
-  scores = {key: exact[key] for key in (
-      "pk", "window_diff", "boundary_f1", "boundary_precision",
-      "boundary_recall", "complete_segments", "macro_f1")}
+      metrics.calibration_stats(probs, gold, mask)
+  )
+  scores = {
+      key: exact[key]
+      for key in (
+          "pk",
+          "window_diff",
+          "boundary_f1",
+          "boundary_precision",
+          "boundary_recall",
+          "complete_segments",
+          "macro_f1",
+      )
+  }
   scores["boundary_f1_tol1"] = near["boundary_f1"]
   scores["ece"] = calibration["ece"]
   scores["brier"] = calibration["brier"]

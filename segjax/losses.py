@@ -149,8 +149,11 @@ def _softmax_parts(logits: jax.Array, valid: jax.Array):
   x = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
   planes = [x[:, c] for c in range(x.shape[-1])]
   top = functools.reduce(jnp.maximum, planes)
-  exps = jnp.where(_class_mask(valid, x.shape),
-                   jnp.exp(x - _broadcast_tokens(top, x.shape)), 0.0)
+  exps = jnp.where(
+      _class_mask(valid, x.shape),
+      jnp.exp(x - _broadcast_tokens(top, x.shape)),
+      0.0,
+  )
   log_sum = jnp.log(_class_sum(exps))
   return x, planes, top, exps, log_sum
 
@@ -172,10 +175,15 @@ def _jumps(exps: jax.Array) -> jax.Array:
   """
   later, earlier = exps[1:], exps[:-1]
   total, total_before = _class_sum(later), _class_sum(earlier)
-  steps = [later[:, c] * total_before - earlier[:, c] * total
-           for c in range(exps.shape[-1])]
-  jumps = 0.5 * sum(jnp.square(step) for step in steps) / jnp.square(
-      total * total_before)
+  steps = [
+      later[:, c] * total_before - earlier[:, c] * total
+      for c in range(exps.shape[-1])
+  ]
+  jumps = (
+      0.5
+      * sum(jnp.square(step) for step in steps)
+      / jnp.square(total * total_before)
+  )
   return jnp.pad(jumps, (1, 0))
 
 
@@ -190,15 +198,18 @@ def _prob_products(exps: jax.Array):
   before = _neighbour(exps, -1)
   total = _class_sum(exps)
   square = sum(jnp.square(exps[:, c]) for c in range(num_classes)) / jnp.square(
-      total)
+      total
+  )
   cross = sum(exps[:, c] * before[:, c] for c in range(num_classes)) / (
-      total * _class_sum(before))
+      total * _class_sum(before)
+  )
   return square, cross
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _token_terms(logits: jax.Array, labels: jax.Array, ignore_index: int,
-                 hp: _Smoothing) -> _TokenTerms:
+def _token_terms(
+    logits: jax.Array, labels: jax.Array, ignore_index: int, hp: _Smoothing
+) -> _TokenTerms:
   """Per-token CE, entropy, over-confidence and jumps of [N, C] tokens."""
   terms, _ = _token_terms_fwd(logits, labels, ignore_index, hp)
   return terms
@@ -214,25 +225,34 @@ def _token_terms_fwd(logits, labels, ignore_index, hp):
   # Log-softmax is (x - max) - log_sum: built from shifted logits it stays
   # exact for logits of any magnitude (x - log_sum_exp would cancel).
   shifted = [xc - top for xc in planes]
-  target_shifted = sum(jnp.where(target == c, sc, 0.0)
-                       for c, sc in enumerate(shifted))
-  ce = ((1.0 - eps) * _target_weight(target, weights) * (log_sum - target_shifted)
-        + (eps / num_classes) * (sum(weights) * log_sum
-                                 - sum(w * sc for w, sc in zip(weights, shifted))))
-  entropy = log_sum - inv_sum * sum(exps[:, c] * sc
-                                    for c, sc in enumerate(shifted))
+  target_shifted = sum(
+      jnp.where(target == c, sc, 0.0) for c, sc in enumerate(shifted)
+  )
+  ce = (1.0 - eps) * _target_weight(target, weights) * (
+      log_sum - target_shifted
+  ) + (eps / num_classes) * (
+      sum(weights) * log_sum - sum(w * sc for w, sc in zip(weights, shifted))
+  )
+  entropy = log_sum - inv_sum * sum(
+      exps[:, c] * sc for c, sc in enumerate(shifted)
+  )
   if hp.with_boundary_terms:
     overconfidence = jax.nn.relu(inv_sum - hp.conf_threshold)
     # 0 at sequence starts: no jump crosses sequences of the flattened batch
     # (this select also keeps the jump kernel vectorised on XLA:CPU).
-    jump = _after_sequence_start(x.shape[0], hp.sequence_length,
-                                  x.dtype) * _jumps(exps)
+    jump = _after_sequence_start(
+        x.shape[0], hp.sequence_length, x.dtype
+    ) * _jumps(exps)
   else:
     overconfidence = jnp.zeros_like(ce)
     jump = jnp.zeros_like(ce)
   # Ignored positions may hold garbage: select, never multiply, them away.
-  terms = _TokenTerms(jnp.where(valid, ce, 0.0), jnp.where(valid, entropy, 0.0),
-                      jnp.where(valid, overconfidence, 0.0), jump)
+  terms = _TokenTerms(
+      jnp.where(valid, ce, 0.0),
+      jnp.where(valid, entropy, 0.0),
+      jnp.where(valid, overconfidence, 0.0),
+      jump,
+  )
   return terms, (logits, labels, terms.entropy)
 
 
@@ -266,11 +286,13 @@ def _token_terms_bwd(ignore_index, hp, residuals, cotangents):
   g_ce_target = g_ce * (1.0 - eps) * _target_weight(target, weights)
   g_ce_smooth = g_ce * (eps / num_classes)
   # -g_H p_j (lp_j + H) = -g_H p_j (x_j - max) + g_H p_j (log sum_exp - H)
-  coefficient = (g_ce_target + g_ce_smooth * sum(weights)
-                 + g_entropy * (log_sum - entropy))
+  coefficient = (
+      g_ce_target + g_ce_smooth * sum(weights) + g_entropy * (log_sum - entropy)
+  )
   classes = jax.lax.broadcasted_iota(jnp.int32, shape, 1)
-  rest = (-tokens(g_ce_target) * (classes == tokens(target))
-          - tokens(g_ce_smooth) * jnp.asarray(weights, x.dtype))
+  rest = -tokens(g_ce_target) * (classes == tokens(target)) - tokens(
+      g_ce_smooth
+  ) * jnp.asarray(weights, x.dtype)
   per_exp = -tokens(g_entropy * inv_sum) * (x - tokens(top))
   if hp.with_boundary_terms:
     g_top = jnp.where(inv_sum > hp.conf_threshold, g_over * inv_sum, 0.0)
@@ -286,12 +308,14 @@ def _token_terms_bwd(ignore_index, hp, residuals, cotangents):
     coefficient = coefficient - g_top - g_dot_p
     rest = rest + tokens(g_top) * (classes == tokens(argmax))
     # p_j g_j = e_j (s e_j + u e_{n-1,j} + v e_{n+1,j})
-    per_exp = (per_exp
-               + tokens((g_pair + g_next) * inv_sum * inv_sum) * exps
-               - tokens(g_pair * inv_sum * _previous(inv_sum))
-               * _neighbour(exps, -1, wrap=True)
-               - tokens(g_next * inv_sum * _following(inv_sum))
-               * _neighbour(exps, 1, wrap=True))
+    per_exp = (
+        per_exp
+        + tokens((g_pair + g_next) * inv_sum * inv_sum) * exps
+        - tokens(g_pair * inv_sum * _previous(inv_sum))
+        * _neighbour(exps, -1, wrap=True)
+        - tokens(g_next * inv_sum * _following(inv_sum))
+        * _neighbour(exps, 1, wrap=True)
+    )
   grad = exps * (tokens(coefficient * inv_sum) + per_exp) + rest
   grad = jnp.where(_class_mask(valid, shape), grad, 0.0)
   return grad.astype(logits.dtype), None
@@ -306,8 +330,9 @@ _token_terms.defvjp(_token_terms_fwd, _token_terms_bwd)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _binary_token_terms(logits: jax.Array, labels: jax.Array,
-                        ignore_index: int, hp: _Smoothing) -> _TokenTerms:
+def _binary_token_terms(
+    logits: jax.Array, labels: jax.Array, ignore_index: int, hp: _Smoothing
+) -> _TokenTerms:
   """`_token_terms` for C = 2, through the logit difference."""
   terms, _ = _binary_token_terms_fwd(logits, labels, ignore_index, hp)
   return terms
@@ -332,12 +357,14 @@ def _binary_token_terms_fwd(logits, labels, ignore_index, hp):
   valid = labels != ignore_index
   dtype = jnp.promote_types(logits.dtype, jnp.float32)
   difference = jnp.where(
-      valid, logits[:, 1].astype(dtype) - logits[:, 0].astype(dtype), 0.0)
+      valid, logits[:, 1].astype(dtype) - logits[:, 0].astype(dtype), 0.0
+  )
   is_one = valid & (labels == 1)
   log_p0, log_p1, p0, p1, top, _ = _binary_parts(difference)
   eps, (w0, w1) = hp.label_smoothing, hp.class_weights
-  ce = ((1.0 - eps) * jnp.where(is_one, -w1 * log_p1, -w0 * log_p0)
-        - (eps / 2.0) * (w0 * log_p0 + w1 * log_p1))
+  ce = (1.0 - eps) * jnp.where(is_one, -w1 * log_p1, -w0 * log_p0) - (
+      eps / 2.0
+  ) * (w0 * log_p0 + w1 * log_p1)
   entropy = -(p0 * log_p0 + p1 * log_p1)
   if hp.with_boundary_terms:
     overconfidence = jax.nn.relu(top - hp.conf_threshold)
@@ -346,8 +373,12 @@ def _binary_token_terms_fwd(logits, labels, ignore_index, hp):
   else:
     overconfidence, jump = jnp.zeros_like(ce), jnp.zeros_like(ce)
   residuals = (difference, valid, is_one, jnp.zeros((0,), logits.dtype))
-  terms = _TokenTerms(jnp.where(valid, ce, 0.0), jnp.where(valid, entropy, 0.0),
-                      jnp.where(valid, overconfidence, 0.0), jump)
+  terms = _TokenTerms(
+      jnp.where(valid, ce, 0.0),
+      jnp.where(valid, entropy, 0.0),
+      jnp.where(valid, overconfidence, 0.0),
+      jump,
+  )
   return terms, residuals
 
 
@@ -364,8 +395,10 @@ def _binary_token_terms_bwd(ignore_index, hp, residuals, cotangents):
   _, _, p0, p1, top, positive = _binary_parts(difference)
   eps, (w0, w1) = hp.label_smoothing, hp.class_weights
   slope = p0 * p1
-  grad = g_ce * ((1.0 - eps) * jnp.where(is_one, w1, w0) * (p1 - is_one)
-                 + (eps / 2.0) * (w0 * p1 - w1 * p0))
+  grad = g_ce * (
+      (1.0 - eps) * jnp.where(is_one, w1, w0) * (p1 - is_one)
+      + (eps / 2.0) * (w0 * p1 - w1 * p0)
+  )
   grad = grad - g_entropy * slope * difference
   if hp.with_boundary_terms:
     g_top = jnp.where(top > hp.conf_threshold, g_over, 0.0)
@@ -386,8 +419,9 @@ def _same_label_pairs(labels: jax.Array, valid: jax.Array):
   return both_valid & changed, both_valid & ~changed
 
 
-def boundary_positions(labels: jax.Array, *, ignore_index: int = -100,
-                       boundary_radius: int = 0) -> jax.Array:
+def boundary_positions(
+    labels: jax.Array, *, ignore_index: int = -100, boundary_radius: int = 0
+) -> jax.Array:
   """Boundary mask `b_t` of SPEC section 2 for labels [..., T] (bool).
 
   `b_t = m_t & OR_{s in [t - r, t + 1 + r]} tr_s`, where `tr_s` marks a label
@@ -401,11 +435,17 @@ def boundary_positions(labels: jax.Array, *, ignore_index: int = -100,
   # Pad so that position t sees tr_{t-r} .. tr_{t+1+r} (tr_0 = False, and
   # out-of-range positions are False): tr_s sits at index s + r of `padded`.
   pad = [(0, 0)] * (labels.ndim - 1)
-  padded = jnp.pad(transition, pad + [(boundary_radius + 1, boundary_radius + 1)])
+  padded = jnp.pad(
+      transition, pad + [(boundary_radius + 1, boundary_radius + 1)]
+  )
   length = labels.shape[-1]
-  near = functools.reduce(jnp.logical_or, [
-      padded[..., offset:offset + length]
-      for offset in range(2 * boundary_radius + 2)])
+  near = functools.reduce(
+      jnp.logical_or,
+      [
+          padded[..., offset : offset + length]
+          for offset in range(2 * boundary_radius + 2)
+      ],
+  )
   return valid & near
 
 
@@ -420,22 +460,35 @@ def _class_weights(class_weights, num_classes: int) -> tuple[float, ...]:
   return tuple(float(w) for w in class_weights)
 
 
-def _batch_token_terms(logits, labels, *, ignore_index, label_smoothing,
-                       class_weights, conf_threshold=0.5,
-                       with_boundary_terms=False) -> _TokenTerms:
+def _batch_token_terms(
+    logits,
+    labels,
+    *,
+    ignore_index,
+    label_smoothing,
+    class_weights,
+    conf_threshold=0.5,
+    with_boundary_terms=False,
+) -> _TokenTerms:
   """Token terms of [..., T, C] logits, each shaped like `labels`."""
   num_classes = logits.shape[-1]
-  hp = _Smoothing(float(label_smoothing),
-                  _class_weights(class_weights, num_classes),
-                  float(conf_threshold), with_boundary_terms, labels.shape[-1])
+  hp = _Smoothing(
+      float(label_smoothing),
+      _class_weights(class_weights, num_classes),
+      float(conf_threshold),
+      with_boundary_terms,
+      labels.shape[-1],
+  )
   if num_classes == 2:
-    terms_fn = functools.partial(_binary_token_terms, ignore_index=ignore_index,
-                                 hp=hp)
+    terms_fn = functools.partial(
+        _binary_token_terms, ignore_index=ignore_index, hp=hp
+    )
     for _ in range(labels.ndim - 1):
       terms_fn = jax.vmap(terms_fn)
     return terms_fn(logits, labels)
-  terms = _token_terms(logits.reshape(-1, num_classes), labels.reshape(-1),
-                       ignore_index, hp)
+  terms = _token_terms(
+      logits.reshape(-1, num_classes), labels.reshape(-1), ignore_index, hp
+  )
   return _TokenTerms(*(term.reshape(labels.shape) for term in terms))
 
 
@@ -451,30 +504,45 @@ def _weighted_ce_pairs(terms: _TokenTerms, labels, *, ignore_index, weights):
   return pairs, valid, target_weight
 
 
-def _cross_entropy_pairs(terms: _TokenTerms, labels, *, ignore_index,
-                         weights) -> Pairs:
+def _cross_entropy_pairs(
+    terms: _TokenTerms, labels, *, ignore_index, weights
+) -> Pairs:
   """Pairs of the legacy loss for one sequence's token terms."""
-  pairs, *_ = _weighted_ce_pairs(terms, labels, ignore_index=ignore_index,
-                                 weights=weights)
+  pairs, *_ = _weighted_ce_pairs(
+      terms, labels, ignore_index=ignore_index, weights=weights
+  )
   return pairs
 
 
-def _boundary_pairs(terms: _TokenTerms, labels, *, ignore_index, weights,
-                    boundary_weight, boundary_radius,
-                    use_boundary_as_primary) -> Pairs:
+def _boundary_pairs(
+    terms: _TokenTerms,
+    labels,
+    *,
+    ignore_index,
+    weights,
+    boundary_weight,
+    boundary_radius,
+    use_boundary_as_primary,
+) -> Pairs:
   """Pairs of the boundary-aware loss for one sequence's token terms."""
   pairs, valid, target_weight = _weighted_ce_pairs(
-      terms, labels, ignore_index=ignore_index, weights=weights)
-  boundary = boundary_positions(labels, ignore_index=ignore_index,
-                                boundary_radius=boundary_radius)
+      terms, labels, ignore_index=ignore_index, weights=weights
+  )
+  boundary = boundary_positions(
+      labels, ignore_index=ignore_index, boundary_radius=boundary_radius
+  )
   if use_boundary_as_primary:
     # u_t = 1 + (bw - 1) b_t reweights every valid token (b_t implies m_t).
     factor = jnp.where(boundary, boundary_weight, 1.0)
-    pairs["boundary_ce"] = (jnp.sum(factor * terms.ce),
-                            jnp.sum(factor * target_weight))
+    pairs["boundary_ce"] = (
+        jnp.sum(factor * terms.ce),
+        jnp.sum(factor * target_weight),
+    )
   else:
-    pairs["boundary_only_ce"] = (jnp.sum(jnp.where(boundary, terms.ce, 0.0)),
-                                 jnp.sum(jnp.where(boundary, target_weight, 0.0)))
+    pairs["boundary_only_ce"] = (
+        jnp.sum(jnp.where(boundary, terms.ce, 0.0)),
+        jnp.sum(jnp.where(boundary, target_weight, 0.0)),
+    )
   _, same = _same_label_pairs(labels, valid)
   # Jumps are indexed by their right position. They are finite everywhere,
   # so a 0/1 factor masks them (a select here stops XLA:CPU vectorising the
@@ -495,26 +563,42 @@ def _boundary_pairs(terms: _TokenTerms, labels, *, ignore_index, weights,
 def _check_inputs(logits, labels) -> tuple[jax.Array, jax.Array]:
   """Trace-time checks of ranks, shapes and dtypes, naming the argument."""
   logits, labels = jnp.asarray(logits), jnp.asarray(labels)
-  chex.assert_rank(logits, {2, 3}, custom_message=(
-      "`logits` must be [B, T, C] or [T, C]"))
-  chex.assert_rank(labels, logits.ndim - 1, custom_message=(
-      f"`labels` must have rank {logits.ndim - 1} to match `logits` "
-      f"{logits.shape}"))
-  chex.assert_equal_shape_prefix((logits, labels), labels.ndim, custom_message=(
-      f"`labels` shape {labels.shape} must equal `logits` shape without its "
-      f"class axis, {logits.shape[:-1]}"))
+  chex.assert_rank(
+      logits, {2, 3}, custom_message=("`logits` must be [B, T, C] or [T, C]")
+  )
+  chex.assert_rank(
+      labels,
+      logits.ndim - 1,
+      custom_message=(
+          f"`labels` must have rank {logits.ndim - 1} to match `logits` "
+          f"{logits.shape}"
+      ),
+  )
+  chex.assert_equal_shape_prefix(
+      (logits, labels),
+      labels.ndim,
+      custom_message=(
+          f"`labels` shape {labels.shape} must equal `logits` shape without its "
+          f"class axis, {logits.shape[:-1]}"
+      ),
+  )
   if not jnp.issubdtype(labels.dtype, jnp.integer):
     raise TypeError(f"`labels` must have an integer dtype, got {labels.dtype}")
   if not jnp.issubdtype(logits.dtype, jnp.floating):
     raise TypeError(f"`logits` must have a floating dtype, got {logits.dtype}")
   if logits.shape[-1] < 2:
-    raise ValueError(f"`logits` needs at least 2 classes, got shape "
-                     f"{logits.shape}")
+    raise ValueError(
+        f"`logits` needs at least 2 classes, got shape " f"{logits.shape}"
+    )
   return logits, labels
 
 
-def _reduce_pairs(sequence_fn: Callable[..., Pairs], terms: _TokenTerms,
-                  labels: jax.Array, axis_name: str | None) -> Pairs:
+def _reduce_pairs(
+    sequence_fn: Callable[..., Pairs],
+    terms: _TokenTerms,
+    labels: jax.Array,
+    axis_name: str | None,
+) -> Pairs:
   """Sums per-sequence pairs of the token terms over the batch (and devices)."""
   if labels.ndim == 1:
     pairs = sequence_fn(terms, labels)
@@ -567,12 +651,18 @@ def cross_entropy_loss(
     >>> loss, aux = cross_entropy_loss(logits, labels, label_smoothing=0.1)
   """
   logits, labels = _check_inputs(logits, labels)
-  terms = _batch_token_terms(logits, labels, ignore_index=ignore_index,
-                             label_smoothing=label_smoothing,
-                             class_weights=class_weights)
+  terms = _batch_token_terms(
+      logits,
+      labels,
+      ignore_index=ignore_index,
+      label_smoothing=label_smoothing,
+      class_weights=class_weights,
+  )
   sequence_fn = functools.partial(
-      _cross_entropy_pairs, ignore_index=ignore_index,
-      weights=_class_weights(class_weights, logits.shape[-1]))
+      _cross_entropy_pairs,
+      ignore_index=ignore_index,
+      weights=_class_weights(class_weights, logits.shape[-1]),
+  )
   pairs = _reduce_pairs(sequence_fn, terms, labels, axis_name)
   ce = _ratio(pairs["ce"], _TINY)
   entropy = _ratio(pairs["entropy"], 1.0)
@@ -632,29 +722,40 @@ def boundary_aware_loss(
     `boundary_ce`, `consistency`, `confidence_penalty`, `boundary_fraction`.
   """
   logits, labels = _check_inputs(logits, labels)
-  terms = _batch_token_terms(logits, labels, ignore_index=ignore_index,
-                             label_smoothing=label_smoothing,
-                             class_weights=class_weights,
-                             conf_threshold=conf_threshold,
-                             with_boundary_terms=True)
+  terms = _batch_token_terms(
+      logits,
+      labels,
+      ignore_index=ignore_index,
+      label_smoothing=label_smoothing,
+      class_weights=class_weights,
+      conf_threshold=conf_threshold,
+      with_boundary_terms=True,
+  )
   sequence_fn = functools.partial(
-      _boundary_pairs, ignore_index=ignore_index,
+      _boundary_pairs,
+      ignore_index=ignore_index,
       weights=_class_weights(class_weights, logits.shape[-1]),
-      boundary_weight=boundary_weight, boundary_radius=boundary_radius,
-      use_boundary_as_primary=use_boundary_as_primary)
+      boundary_weight=boundary_weight,
+      boundary_radius=boundary_radius,
+      use_boundary_as_primary=use_boundary_as_primary,
+  )
   pairs = _reduce_pairs(sequence_fn, terms, labels, axis_name)
   ce = _ratio(pairs["ce"], _TINY)
   if use_boundary_as_primary:
     boundary_ce = _ratio(pairs["boundary_ce"], _TINY)
   else:
     boundary_ce = ce + (boundary_weight - 1.0) * _ratio(
-        pairs["boundary_only_ce"], _TINY)
+        pairs["boundary_only_ce"], _TINY
+    )
   entropy = _ratio(pairs["entropy"], 1.0)
   consistency = _ratio(pairs["consistency"], 1.0)
   confidence_penalty = _ratio(pairs["confidence_penalty"], 1.0)
-  loss = (boundary_ce - entropy_lambda * entropy
-          + segment_consistency_lambda * consistency
-          + conf_penalty_lambda * confidence_penalty)
+  loss = (
+      boundary_ce
+      - entropy_lambda * entropy
+      + segment_consistency_lambda * consistency
+      + conf_penalty_lambda * confidence_penalty
+  )
   aux = {
       "loss": loss,
       "ce": ce,
@@ -675,11 +776,21 @@ LOSS_FUNCTIONS: dict[str, LossFn] = {
     "cross_entropy": cross_entropy_loss,
     "boundary_aware": boundary_aware_loss,
 }
-COMMON_KEYS = ("num_classes", "ignore_index", "label_smoothing",
-               "class_weights", "entropy_lambda")
-BOUNDARY_KEYS = ("boundary_weight", "boundary_radius",
-                 "segment_consistency_lambda", "conf_penalty_lambda",
-                 "conf_threshold", "use_boundary_as_primary")
+COMMON_KEYS = (
+    "num_classes",
+    "ignore_index",
+    "label_smoothing",
+    "class_weights",
+    "entropy_lambda",
+)
+BOUNDARY_KEYS = (
+    "boundary_weight",
+    "boundary_radius",
+    "segment_consistency_lambda",
+    "conf_penalty_lambda",
+    "conf_threshold",
+    "use_boundary_as_primary",
+)
 # Values outside these ranges are legal but unusual: warn and proceed.
 RECOMMENDED_RANGES = {
     "label_smoothing": (0.0, 0.3),
@@ -704,7 +815,9 @@ def _require(condition: bool, key: str, value: Any, rule: str) -> None:
     raise LossConfigError(f"loss.{key}={value!r} is invalid: {rule}")
 
 
-def validate_loss_config(loss_config: Mapping[str, Any] | Any) -> dict[str, Any]:
+def validate_loss_config(
+    loss_config: Mapping[str, Any] | Any,
+) -> dict[str, Any]:
   """Checks a `loss` config section and returns it as a plain dict.
 
   Raises:
@@ -716,72 +829,118 @@ def validate_loss_config(loss_config: Mapping[str, Any] | Any) -> dict[str, Any]
   if loss_type not in LOSS_FUNCTIONS:
     raise LossConfigError(
         f"loss.type={loss_type!r} is unknown; valid types: "
-        f"{', '.join(sorted(LOSS_FUNCTIONS))}")
-  allowed = ("type",) + COMMON_KEYS + (
-      BOUNDARY_KEYS if loss_type == "boundary_aware" else ())
+        f"{', '.join(sorted(LOSS_FUNCTIONS))}"
+    )
+  allowed = (
+      ("type",)
+      + COMMON_KEYS
+      + (BOUNDARY_KEYS if loss_type == "boundary_aware" else ())
+  )
   unknown = sorted(set(cfg) - set(allowed))
   if unknown:
     boundary_only = [k for k in unknown if k in BOUNDARY_KEYS]
     if boundary_only:
       raise LossConfigError(
           f"loss.{boundary_only[0]} is a boundary_aware key but "
-          f"loss.type={loss_type!r}; remove it or use type 'boundary_aware'")
+          f"loss.type={loss_type!r}; remove it or use type 'boundary_aware'"
+      )
     raise LossConfigError(
         f"loss.{unknown[0]} is not a key of loss type {loss_type!r}; valid "
-        f"keys: {', '.join(allowed)}")
+        f"keys: {', '.join(allowed)}"
+    )
   missing = [k for k in allowed if k not in cfg]
   if missing:
     raise LossConfigError(f"loss.{missing[0]} is missing (type {loss_type!r})")
 
   num_classes = cfg["num_classes"]
-  _require(isinstance(num_classes, int) and num_classes >= 2, "num_classes",
-           num_classes, "must be an integer >= 2")
+  _require(
+      isinstance(num_classes, int) and num_classes >= 2,
+      "num_classes",
+      num_classes,
+      "must be an integer >= 2",
+  )
   ignore_index = cfg["ignore_index"]
-  _require(isinstance(ignore_index, int) and not 0 <= ignore_index < num_classes,
-           "ignore_index", ignore_index,
-           f"must be an integer outside [0, {num_classes}) (a class id cannot "
-           "be ignored)")
-  _require(0.0 <= cfg["label_smoothing"] < 1.0, "label_smoothing",
-           cfg["label_smoothing"], "must be in [0, 1)")
+  _require(
+      isinstance(ignore_index, int) and not 0 <= ignore_index < num_classes,
+      "ignore_index",
+      ignore_index,
+      f"must be an integer outside [0, {num_classes}) (a class id cannot "
+      "be ignored)",
+  )
+  _require(
+      0.0 <= cfg["label_smoothing"] < 1.0,
+      "label_smoothing",
+      cfg["label_smoothing"],
+      "must be in [0, 1)",
+  )
   weights = cfg["class_weights"]
   if weights is not None:
     weights = list(weights)
-    _require(len(weights) == num_classes, "class_weights", weights,
-             f"must have num_classes={num_classes} entries")
-    _require(all(w > 0 for w in weights), "class_weights", weights,
-             "every weight must be positive")
+    _require(
+        len(weights) == num_classes,
+        "class_weights",
+        weights,
+        f"must have num_classes={num_classes} entries",
+    )
+    _require(
+        all(w > 0 for w in weights),
+        "class_weights",
+        weights,
+        "every weight must be positive",
+    )
     cfg["class_weights"] = tuple(float(w) for w in weights)
   lambdas = ["entropy_lambda"]
   if loss_type == "boundary_aware":
     lambdas += ["segment_consistency_lambda", "conf_penalty_lambda"]
-    _require(cfg["boundary_weight"] >= 1.0, "boundary_weight",
-             cfg["boundary_weight"], "must be >= 1")
-    _require(isinstance(cfg["boundary_radius"], int)
-             and cfg["boundary_radius"] >= 0, "boundary_radius",
-             cfg["boundary_radius"], "must be an integer >= 0")
-    _require(1.0 / num_classes < cfg["conf_threshold"] < 1.0, "conf_threshold",
-             cfg["conf_threshold"],
-             f"must be in (1/num_classes, 1) = ({1.0 / num_classes:g}, 1)")
-    _require(isinstance(cfg["use_boundary_as_primary"], bool),
-             "use_boundary_as_primary", cfg["use_boundary_as_primary"],
-             "must be True or False")
+    _require(
+        cfg["boundary_weight"] >= 1.0,
+        "boundary_weight",
+        cfg["boundary_weight"],
+        "must be >= 1",
+    )
+    _require(
+        isinstance(cfg["boundary_radius"], int) and cfg["boundary_radius"] >= 0,
+        "boundary_radius",
+        cfg["boundary_radius"],
+        "must be an integer >= 0",
+    )
+    _require(
+        1.0 / num_classes < cfg["conf_threshold"] < 1.0,
+        "conf_threshold",
+        cfg["conf_threshold"],
+        f"must be in (1/num_classes, 1) = ({1.0 / num_classes:g}, 1)",
+    )
+    _require(
+        isinstance(cfg["use_boundary_as_primary"], bool),
+        "use_boundary_as_primary",
+        cfg["use_boundary_as_primary"],
+        "must be True or False",
+    )
   for key in lambdas:
     _require(cfg[key] >= 0.0, key, cfg[key], "must be >= 0")
 
   for key, (low, high) in RECOMMENDED_RANGES.items():
     if key in cfg and not low <= cfg[key] <= high:
-      logging.warning("loss.%s=%s is outside the recommended range [%s, %s]",
-                      key, cfg[key], low, high)
+      logging.warning(
+          "loss.%s=%s is outside the recommended range [%s, %s]",
+          key,
+          cfg[key],
+          low,
+          high,
+      )
   return cfg
 
 
 def loss_hyperparameters(validated: Mapping[str, Any]) -> dict[str, Any]:
   """The keyword arguments of the loss function named by a validated config."""
-  return {k: v for k, v in validated.items() if k not in ("type", "num_classes")}
+  return {
+      k: v for k, v in validated.items() if k not in ("type", "num_classes")
+  }
 
 
-def with_value_checks(loss_fn: LossFn, *, num_classes: int,
-                      ignore_index: int = -100) -> LossFn:
+def with_value_checks(
+    loss_fn: LossFn, *, num_classes: int, ignore_index: int = -100
+) -> LossFn:
   """Wraps a loss with run-time value checks (debug only: it costs a sync).
 
   Raises `checkify.JaxRuntimeError` when a label is neither a class id nor
@@ -789,10 +948,14 @@ def with_value_checks(loss_fn: LossFn, *, num_classes: int,
   """
 
   def checked(logits, labels, axis_name=None):
-    in_range = (labels == ignore_index) | ((labels >= 0) & (labels < num_classes))
-    checkify.check(jnp.all(in_range),
-                   f"labels hold a value outside [0, {num_classes}) that is "
-                   f"not ignore_index={ignore_index}")
+    in_range = (labels == ignore_index) | (
+        (labels >= 0) & (labels < num_classes)
+    )
+    checkify.check(
+        jnp.all(in_range),
+        f"labels hold a value outside [0, {num_classes}) that is "
+        f"not ignore_index={ignore_index}",
+    )
     loss, aux = loss_fn(logits, labels, axis_name=axis_name)
     for name, value in aux.items():
       checkify.check(jnp.isfinite(value), f"loss term {name!r} is not finite")
@@ -806,8 +969,9 @@ def with_value_checks(loss_fn: LossFn, *, num_classes: int,
   return run
 
 
-def create_loss(loss_config: Mapping[str, Any] | Any, *,
-                debug_checks: bool = False) -> LossFn:
+def create_loss(
+    loss_config: Mapping[str, Any] | Any, *, debug_checks: bool = False
+) -> LossFn:
   """Builds `fn(logits, labels, axis_name=None) -> (loss, aux)` from a config.
 
   Args:
@@ -817,13 +981,17 @@ def create_loss(loss_config: Mapping[str, Any] | Any, *,
       default because they force a host sync on every call.
   """
   cfg = validate_loss_config(loss_config)
-  loss_fn = functools.partial(LOSS_FUNCTIONS[cfg["type"]],
-                              **loss_hyperparameters(cfg))
+  loss_fn = functools.partial(
+      LOSS_FUNCTIONS[cfg["type"]], **loss_hyperparameters(cfg)
+  )
 
   def configured(logits, labels, axis_name=None):
     return loss_fn(logits, labels, axis_name=axis_name)
 
   if debug_checks:
-    return with_value_checks(configured, num_classes=cfg["num_classes"],
-                             ignore_index=cfg["ignore_index"])
+    return with_value_checks(
+        configured,
+        num_classes=cfg["num_classes"],
+        ignore_index=cfg["ignore_index"],
+    )
   return configured

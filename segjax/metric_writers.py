@@ -38,6 +38,7 @@ class MetricWriter:
     workdir.mkdir(parents=True, exist_ok=True)
     self._jsonl = open(workdir / "metrics.jsonl", "a", encoding="utf-8")
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+
     self._tensorboard = SummaryWriter(str(workdir / "tensorboard"))
 
   def write(self, step: int, metrics: dict[str, Any]) -> None:
@@ -63,8 +64,9 @@ def format_metrics(metrics: dict[str, Any]) -> str:
   parts = []
   for key, value in metrics.items():
     value = _plain(value)
-    parts.append(f"{key}={value:.4g}" if isinstance(value, float)
-                 else f"{key}={value}")
+    parts.append(
+        f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
+    )
   return " ".join(parts)
 
 
@@ -79,8 +81,10 @@ class Progress:
     self._start_step = start_step
     if enabled and sys.stderr.isatty():
       from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-      self._bar = tqdm(total=total_steps, initial=start_step, unit="step",
-                       dynamic_ncols=True)
+
+      self._bar = tqdm(
+          total=total_steps, initial=start_step, unit="step", dynamic_ncols=True
+      )
 
   def steps_per_second(self) -> float:
     elapsed = time.time() - self._start_time
@@ -95,8 +99,14 @@ class Progress:
     elif summary:
       rate = self.steps_per_second()
       eta = (self._total - step) / rate if rate > 0 else float("nan")
-      logging.info("step %d/%d  %.2f steps/s  eta %.0fs  %s", step,
-                   self._total, rate, eta, summary)
+      logging.info(
+          "step %d/%d  %.2f steps/s  eta %.0fs  %s",
+          step,
+          self._total,
+          rate,
+          eta,
+          summary,
+      )
     self._step = step
 
   def close(self) -> None:

@@ -51,6 +51,7 @@ class SegmentationStats(NamedTuple):
   A plain pytree of arrays: add two with `merge`, or `jax.lax.psum` it over a
   device axis. Leading axes (e.g. a threshold axis) are allowed.
   """
+
   num_documents: jax.Array  # int32: documents with N >= 1.
   num_window_documents: jax.Array  # int32: documents with N > k (Pk scored).
   pk_sum: jax.Array  # float32: sum of per-document Pk over scored documents.
@@ -74,6 +75,7 @@ class SegmentationStats(NamedTuple):
 
 class CalibrationStats(NamedTuple):
   """Additive statistics of ECE and Brier score over equal-width bins."""
+
   bin_count: jax.Array  # int32 [num_bins]: labelled positions per bin.
   bin_prob_sum: jax.Array  # float32 [num_bins]: sum of p(boundary) per bin.
   bin_positive: jax.Array  # int32 [num_bins]: gold boundaries per bin.
@@ -106,8 +108,10 @@ def _ratio(num, den, empty=jnp.nan):
 
 def _check_shapes(pred, gold, mask):
   if not pred.shape == gold.shape == mask.shape or pred.ndim != 2:
-    raise ValueError("pred, gold and mask must all be [B, T]; got "
-                     f"{pred.shape}, {gold.shape}, {mask.shape}.")
+    raise ValueError(
+        "pred, gold and mask must all be [B, T]; got "
+        f"{pred.shape}, {gold.shape}, {mask.shape}."
+    )
 
 
 def _check_k(k):
@@ -183,9 +187,11 @@ def _pack_words(pred, gold, mask):
   """Packs gold/mask/pred of 8 consecutive sentences into one uint32 word."""
   batch, length = pred.shape
   num_words = -(-length // _LANES)
-  bits = ((gold == 1).astype(jnp.uint32)
-          | (mask.astype(jnp.uint32) << 8)
-          | ((pred == 1).astype(jnp.uint32) << 16))
+  bits = (
+      (gold == 1).astype(jnp.uint32)
+      | (mask.astype(jnp.uint32) << 8)
+      | ((pred == 1).astype(jnp.uint32) << 16)
+  )
   bits = jnp.pad(bits, ((0, 0), (0, num_words * _LANES - length)))
   bits = bits.reshape(batch, num_words, _LANES)
   lane = jnp.arange(_LANES, dtype=jnp.uint32)
@@ -206,8 +212,9 @@ def _shift_words(words, shift):
   lo, hi = lo_hi[..., 0], lo_hi[..., 1]
   # Fields are 8 bits wide with 8 spare bits above each, so bits shifted out
   # of one field never land inside another.
-  return ((lo >> bit_shift) | (hi << (jnp.uint32(_LANES) - bit_shift))
-          ) & jnp.uint32(_GOLD_AND_PRED)
+  return (
+      (lo >> bit_shift) | (hi << (jnp.uint32(_LANES) - bit_shift))
+  ) & jnp.uint32(_GOLD_AND_PRED)
 
 
 def _window_errors(pred, gold, mask, k):
@@ -244,21 +251,28 @@ def _window_errors(pred, gold, mask, k):
 
   def prefix(j, x, field_shift):
     """C(i) of field j at every position i = 8 w + lane, [B, W, 8]."""
-    return (before_word[:, j, :, None]
-            + _popcount(x[:, :, None] & (lane_low << field_shift)))
+    return before_word[:, j, :, None] + _popcount(
+        x[:, :, None] & (lane_low << field_shift)
+    )
 
   # Boundaries in window [i, i + k) = C(i + k) - C(i).
-  ref_count = (ref_at_k[:, None, None] + prefix(2, shifted, 0)
-               - prefix(0, ref_hyp, 0))
-  hyp_count = (hyp_at_k[:, None, None] + prefix(3, shifted, 16)
-               - prefix(1, ref_hyp, 16))
+  ref_count = (
+      ref_at_k[:, None, None] + prefix(2, shifted, 0) - prefix(0, ref_hyp, 0)
+  )
+  hyp_count = (
+      hyp_at_k[:, None, None] + prefix(3, shifted, 16) - prefix(1, ref_hyp, 16)
+  )
   position = word_start[:, :, None] + jnp.arange(_LANES)[None, None, :]
   num_windows = n - k
   window = position < num_windows[:, None, None]
-  pk_errors = jnp.sum(window & ((ref_count > 0) != (hyp_count > 0)),
-                      axis=(1, 2), dtype=jnp.int32)
-  wd_errors = jnp.sum(window & (ref_count != hyp_count), axis=(1, 2),
-                      dtype=jnp.int32)
+  pk_errors = jnp.sum(
+      window & ((ref_count > 0) != (hyp_count > 0)),
+      axis=(1, 2),
+      dtype=jnp.int32,
+  )
+  wd_errors = jnp.sum(
+      window & (ref_count != hyp_count), axis=(1, 2), dtype=jnp.int32
+  )
   return pk_errors, wd_errors, num_windows, k, n
 
 
@@ -276,8 +290,12 @@ def _per_document_windows(pred, gold, mask, k):
   """Per-document Pk, WindowDiff (NaN where N <= k), window k and length N."""
   pk_errors, wd_errors, num_windows, k, n = _window_errors(pred, gold, mask, k)
   num_windows = jnp.maximum(num_windows, 0)
-  return dict(pk=_ratio(pk_errors, num_windows),
-              window_diff=_ratio(wd_errors, num_windows), k=k, n=n)
+  return dict(
+      pk=_ratio(pk_errors, num_windows),
+      window_diff=_ratio(wd_errors, num_windows),
+      k=k,
+      n=n,
+  )
 
 
 @functools.partial(jax.jit, static_argnames=("k",))
@@ -321,8 +339,9 @@ def _select_chain_pairs(unmatched_gold, unmatched_pred, delta):
   when x and x + delta are matched.
   """
   batch, length = unmatched_gold.shape
-  edge = ((unmatched_gold[:, :-delta] & unmatched_pred[:, delta:])
-          | (unmatched_pred[:, :-delta] & unmatched_gold[:, delta:]))
+  edge = (unmatched_gold[:, :-delta] & unmatched_pred[:, delta:]) | (
+      unmatched_pred[:, :-delta] & unmatched_gold[:, delta:]
+  )
   steps = -(-(length - delta) // delta)
   # Row-major [steps, delta]: column c holds the progression c, c + delta, ...
   grid = jnp.pad(edge, ((0, 0), (0, steps * delta - (length - delta))))
@@ -330,7 +349,7 @@ def _select_chain_pairs(unmatched_gold, unmatched_pred, delta):
   step = jnp.arange(steps, dtype=jnp.int32)[None, :, None]
   last_gap = _running_max(jnp.where(grid, -1, step), axis=1)
   chosen = grid & ((step - last_gap - 1) % 2 == 0)
-  return chosen.reshape(batch, steps * delta)[:, :length - delta]
+  return chosen.reshape(batch, steps * delta)[:, : length - delta]
 
 
 def _matched_boundaries(pred_b, gold_b, tolerance):
@@ -391,9 +410,15 @@ def _class_outcomes(pred, gold, labelled, num_classes):
 
 
 @functools.partial(jax.jit, static_argnames=("k", "tolerance", "num_classes"))
-def segmentation_stats(pred, gold, mask, *, k: Optional[int] = None,
-                       tolerance: int = 0,
-                       num_classes: int = 2) -> SegmentationStats:
+def segmentation_stats(
+    pred,
+    gold,
+    mask,
+    *,
+    k: Optional[int] = None,
+    tolerance: int = 0,
+    num_classes: int = 2,
+) -> SegmentationStats:
   """Reduces one batch to the additive statistics of every metric.
 
   Args:
@@ -454,8 +479,9 @@ def _macro_f1(stats):
   support = 2 * stats.class_tp + stats.class_fp + stats.class_fn
   f1 = _ratio(2 * stats.class_tp, support, empty=0.0)
   present = support > 0
-  return _ratio(jnp.sum(jnp.where(present, f1, 0.0), axis=-1),
-                jnp.sum(present, axis=-1))
+  return _ratio(
+      jnp.sum(jnp.where(present, f1, 0.0), axis=-1), jnp.sum(present, axis=-1)
+  )
 
 
 @jax.jit
@@ -503,7 +529,8 @@ def window_diff(pred, gold, mask, k: Optional[int] = None):
   k)` and `segeval.window_diff`. NaN when no document has N > k.
   """
   return compute_metrics(segmentation_stats(pred, gold, mask, k=k))[
-      "window_diff"]
+      "window_diff"
+  ]
 
 
 @functools.partial(jax.jit, static_argnames=("tolerance",))
@@ -518,7 +545,8 @@ def boundary_f1(pred, gold, mask, tolerance: int = 0):
 def complete_segments(pred, gold, mask):
   """Fraction of gold segments whose two ends and no interior are predicted."""
   return compute_metrics(segmentation_stats(pred, gold, mask))[
-      "complete_segments"]
+      "complete_segments"
+  ]
 
 
 @functools.partial(jax.jit, static_argnames=("num_classes",))
@@ -534,8 +562,9 @@ def macro_f1(pred, gold, mask, num_classes: int = 2):
 
 
 @functools.partial(jax.jit, static_argnames=("num_bins",))
-def calibration_stats(probs, gold, mask, *, num_bins: int = 15
-                      ) -> CalibrationStats:
+def calibration_stats(
+    probs, gold, mask, *, num_bins: int = 15
+) -> CalibrationStats:
   """Bins p(label = 1), float [B, T], over labelled positions (first N-1).
 
   Bins are equal-width on [0, 1]: p falls in bin min(floor(p * num_bins),
@@ -598,9 +627,15 @@ def boundaries_at_threshold(probs, threshold=0.5):
 
 
 @functools.partial(jax.jit, static_argnames=("k", "tolerance"))
-def threshold_sweep_stats(probs, gold, mask, thresholds=DEFAULT_THRESHOLDS, *,
-                          k: Optional[int] = None,
-                          tolerance: int = 0) -> SegmentationStats:
+def threshold_sweep_stats(
+    probs,
+    gold,
+    mask,
+    thresholds=DEFAULT_THRESHOLDS,
+    *,
+    k: Optional[int] = None,
+    tolerance: int = 0,
+) -> SegmentationStats:
   """`segmentation_stats` of `boundaries_at_threshold(probs, t)` for every t.
 
   The result has a leading [num_thresholds] axis; sum it over batches with
@@ -608,26 +643,33 @@ def threshold_sweep_stats(probs, gold, mask, thresholds=DEFAULT_THRESHOLDS, *,
   """
   thresholds = jnp.asarray(thresholds, jnp.float32)
   stats_at = lambda t: segmentation_stats(
-      boundaries_at_threshold(probs, t), gold, mask, k=k, tolerance=tolerance)
+      boundaries_at_threshold(probs, t), gold, mask, k=k, tolerance=tolerance
+  )
   return jax.vmap(stats_at)(thresholds)
 
 
 def _check_metric(metric):
   if metric not in THRESHOLD_METRICS:
-    raise ValueError(f"Unknown metric {metric!r}; valid: "
-                     f"{', '.join(sorted(THRESHOLD_METRICS))}.")
+    raise ValueError(
+        f"Unknown metric {metric!r}; valid: "
+        f"{', '.join(sorted(THRESHOLD_METRICS))}."
+    )
 
 
-def select_threshold(sweep_stats: SegmentationStats, metric: str = "pk",
-                     thresholds=DEFAULT_THRESHOLDS):
+def select_threshold(
+    sweep_stats: SegmentationStats,
+    metric: str = "pk",
+    thresholds=DEFAULT_THRESHOLDS,
+):
   """(threshold, score) with the best `metric` among swept thresholds.
 
   Lower is better for pk and window_diff, higher for the others. NaN scores
   never win; ties go to the lowest threshold.
   """
   _check_metric(metric)
-  return _select_threshold(sweep_stats, jnp.asarray(thresholds, jnp.float32),
-                           metric)
+  return _select_threshold(
+      sweep_stats, jnp.asarray(thresholds, jnp.float32), metric
+  )
 
 
 @functools.partial(jax.jit, static_argnames=("metric",))
@@ -638,14 +680,22 @@ def _select_threshold(sweep_stats, thresholds, metric):
   return thresholds[best], scores[best]
 
 
-def best_threshold(probs, gold, mask, metric: str = "pk", *,
-                   thresholds=DEFAULT_THRESHOLDS, k: Optional[int] = None,
-                   tolerance: int = 0):
+def best_threshold(
+    probs,
+    gold,
+    mask,
+    metric: str = "pk",
+    *,
+    thresholds=DEFAULT_THRESHOLDS,
+    k: Optional[int] = None,
+    tolerance: int = 0,
+):
   """Sweeps decision thresholds (0.05..0.95 by 0.05) on one batch.
 
   Returns (threshold, score) of the best `metric`; see `select_threshold`.
   """
   _check_metric(metric)
-  stats = threshold_sweep_stats(probs, gold, mask, thresholds, k=k,
-                                tolerance=tolerance)
+  stats = threshold_sweep_stats(
+      probs, gold, mask, thresholds, k=k, tolerance=tolerance
+  )
   return select_threshold(stats, metric, thresholds)

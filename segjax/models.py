@@ -209,8 +209,9 @@ def window_document_frequency(tokens: jax.Array) -> jax.Array:
     )
   id_mask = (1 << (31 - position_bits)) - 1
   index = jnp.arange(size, dtype=jnp.int32)
-  packed = ((tokens.reshape(batch, size).astype(jnp.int32) & id_mask)
-            << position_bits) | index
+  packed = (
+      (tokens.reshape(batch, size).astype(jnp.int32) & id_mask) << position_bits
+  ) | index
   packed = jnp.sort(packed, axis=1)
   ids = packed >> position_bits
   position = packed & ((1 << position_bits) - 1)
@@ -224,7 +225,8 @@ def window_document_frequency(tokens: jax.Array) -> jax.Array:
   run_last = lax.cummin(jnp.where(run_ends, index, size), axis=1, reverse=True)
   counts = (
       jnp.take_along_axis(pairs_so_far, run_last, axis=1)
-      - jnp.take_along_axis(pairs_so_far, run_first, axis=1) + 1
+      - jnp.take_along_axis(pairs_so_far, run_first, axis=1)
+      + 1
   )
   # Back to token order: sort again by position, the count in the low bits.
   count_bits = max(sentences.bit_length(), 1)
@@ -312,8 +314,10 @@ def gap_similarities(gram: jax.Array, window: int) -> jax.Array:
 
   def block_sum(row_start, row_end, col_start, col_end):
     return (
-        prefix[:, row_end, col_end] - prefix[:, row_start, col_end]
-        - prefix[:, row_end, col_start] + prefix[:, row_start, col_start]
+        prefix[:, row_end, col_end]
+        - prefix[:, row_start, col_end]
+        - prefix[:, row_end, col_start]
+        + prefix[:, row_start, col_start]
     )
 
   gap = np.arange(size)[:, None]
@@ -352,10 +356,19 @@ def cohesion_features(
   band = sentence_gram_band(tokens, weights, 2 * window - 1)
   gap = gap_similarities(band_to_matrix(band), window)
   mask = sentence_mask.astype(jnp.float32)[..., None]
-  return jnp.concatenate(
-      [_shift(gap, -1), gap, _shift(gap, 1), _shift(mask, -1), _shift(mask, 1)],
-      axis=-1,
-  ) * mask
+  return (
+      jnp.concatenate(
+          [
+              _shift(gap, -1),
+              gap,
+              _shift(gap, 1),
+              _shift(mask, -1),
+              _shift(mask, 1),
+          ],
+          axis=-1,
+      )
+      * mask
+  )
 
 
 # ----------------------------------------------------------------------------
@@ -392,13 +405,16 @@ class RelativePositionBias(nn.Module):
   def __call__(self, length: int) -> jax.Array:
     """The bias, float32 `[num_heads, length, length]`."""
     table = self.param(
-        "bias", _locality_init,
-        (2 * self.max_distance + 1, self.num_heads), self.param_dtype,
+        "bias",
+        _locality_init,
+        (2 * self.max_distance + 1, self.num_heads),
+        self.param_dtype,
     )
     positions = np.arange(length)
     distance = np.clip(
         positions[None, :] - positions[:, None],
-        -self.max_distance, self.max_distance,
+        -self.max_distance,
+        self.max_distance,
     )
     return jnp.transpose(table[distance + self.max_distance], (2, 0, 1))
 
@@ -425,7 +441,10 @@ class SelfAttention(nn.Module):
       )
     head_dim = features // self.num_heads
     dense = lambda shape, axis, name: nn.DenseGeneral(
-        shape, axis=axis, dtype=self.dtype, param_dtype=self.param_dtype,
+        shape,
+        axis=axis,
+        dtype=self.dtype,
+        param_dtype=self.param_dtype,
         name=name,
     )
     qkv = dense((3, self.num_heads, head_dim), -1, "qkv")(x)
@@ -507,9 +526,11 @@ class BiLSTMEncoder(nn.Module):
       deterministic: bool,
   ) -> jax.Array:
     lengths = mask.sum(axis=-1).astype(jnp.int32)
-    rnn = lambda: nn.RNN(nn.OptimizedLSTMCell(
-        self.hidden_dim // 2, dtype=self.dtype, param_dtype=self.param_dtype
-    ))
+    rnn = lambda: nn.RNN(
+        nn.OptimizedLSTMCell(
+            self.hidden_dim // 2, dtype=self.dtype, param_dtype=self.param_dtype
+        )
+    )
     for layer in range(self.num_layers):
       if layer:
         x = PerExampleDropout(self.dropout_rate)(
@@ -575,11 +596,16 @@ class SentenceEncoder(nn.Module):
     x = nn.Embed(self.num_buckets, self.embed_dim, name="embed", **kw)(tokens)
     if self.kind == "transformer":
       x = TransformerEncoder(
-          self.num_layers, self.num_heads, self.mlp_dim, self.dropout_rate,
-          _MAX_TOKEN_DISTANCE, **kw,
+          self.num_layers,
+          self.num_heads,
+          self.mlp_dim,
+          self.dropout_rate,
+          _MAX_TOKEN_DISTANCE,
+          **kw,
       )(x, token_mask, example_rngs, deterministic=deterministic)
     pooled = PerExampleDropout(self.dropout_rate)(
-        masked_mean_max(x, token_mask), example_rngs,
+        masked_mean_max(x, token_mask),
+        example_rngs,
         deterministic=deterministic,
     )
     return nn.gelu(nn.Dense(self.hidden_dim, **kw)(pooled))
@@ -671,9 +697,15 @@ class SegmentationModel(nn.Module):
     deterministic = not train
     tokens = jnp.where(sentence_mask[..., None], tokens, 0)
     sentences = SentenceEncoder(
-        self.num_buckets, self.embed_dim, self.hidden_dim,
-        self.sentence_encoder, self.sentence_layers, self.num_heads,
-        self.mlp_dim, self.dropout_rate, **kw,
+        self.num_buckets,
+        self.embed_dim,
+        self.hidden_dim,
+        self.sentence_encoder,
+        self.sentence_layers,
+        self.num_heads,
+        self.mlp_dim,
+        self.dropout_rate,
+        **kw,
     )(tokens, example_rngs, deterministic=deterministic)
     x = nn.Dense(self.hidden_dim, name="sentence_projection", **kw)(sentences)
     if self.cohesion_window:
@@ -686,8 +718,12 @@ class SegmentationModel(nn.Module):
     x = jnp.where(sentence_mask[..., None], x, 0)
     if self.document_encoder == "transformer":
       encoder = TransformerEncoder(
-          self.num_layers, self.num_heads, self.mlp_dim, self.dropout_rate,
-          self.max_sentences - 1, **kw,
+          self.num_layers,
+          self.num_heads,
+          self.mlp_dim,
+          self.dropout_rate,
+          self.max_sentences - 1,
+          **kw,
       )
     else:
       encoder = BiLSTMEncoder(
@@ -695,7 +731,9 @@ class SegmentationModel(nn.Module):
       )
     x = encoder(x, sentence_mask, example_rngs, deterministic=deterministic)
     return nn.Dense(
-        self.num_classes, dtype=jnp.float32, param_dtype=self.param_dtype,
+        self.num_classes,
+        dtype=jnp.float32,
+        param_dtype=self.param_dtype,
         name="classifier",
     )(x)
 

@@ -41,14 +41,17 @@ class DataParallel:
 
   def __init__(self, mode: str = "pmap"):
     if mode not in MODES:
-      raise ValueError(f"parallel.mode={mode!r} is unknown; valid modes: "
-                       f"{', '.join(MODES)}")
+      raise ValueError(
+          f"parallel.mode={mode!r} is unknown; valid modes: "
+          f"{', '.join(MODES)}"
+      )
     self.mode = mode
     self.num_devices = jax.device_count()
     self.num_local_devices = jax.local_device_count()
     if mode == "shard_map":
-      self.mesh = jax.make_mesh((self.num_devices,), (AXIS,),
-                                axis_types=(jax.sharding.AxisType.Auto,))
+      self.mesh = jax.make_mesh(
+          (self.num_devices,), (AXIS,), axis_types=(jax.sharding.AxisType.Auto,)
+      )
       self._replicated = NamedSharding(self.mesh, P())
       self._sharded = NamedSharding(self.mesh, P(AXIS))
 
@@ -60,8 +63,10 @@ class DataParallel:
       return flax.jax_utils.replicate(host_state)
     return jax.tree.map(
         lambda x: jax.make_array_from_callback(
-            np.shape(x), self._replicated, lambda index: np.asarray(x)[index]),
-        host_state)
+            np.shape(x), self._replicated, lambda index: np.asarray(x)[index]
+        ),
+        host_state,
+    )
 
   def get_state(self, device_state: Any) -> Any:
     """The host (numpy) copy of a replicated pytree."""
@@ -76,27 +81,38 @@ class DataParallel:
     leading = {len(v) for v in local_batch.values()}
     (rows,) = leading
     if rows % self.num_local_devices:
-      raise ValueError(f"{rows} rows per process do not split over "
-                       f"{self.num_local_devices} local devices")
+      raise ValueError(
+          f"{rows} rows per process do not split over "
+          f"{self.num_local_devices} local devices"
+      )
     if self.mode == "pmap":
       per_device = rows // self.num_local_devices
       return jax.tree.map(
           lambda x: x.reshape(self.num_local_devices, per_device, *x.shape[1:]),
-          local_batch)
+          local_batch,
+      )
     return jax.tree.map(
         lambda x: jax.make_array_from_process_local_data(self._sharded, x),
-        local_batch)
+        local_batch,
+    )
 
   def local_rows(self, device_output: Any) -> Any:
     """Per-row outputs of a mapped function back to this process's rows (numpy)."""
     if self.mode == "pmap":
       return jax.tree.map(
-          lambda x: np.asarray(x).reshape(-1, *x.shape[2:]), device_output)
+          lambda x: np.asarray(x).reshape(-1, *x.shape[2:]), device_output
+      )
     return jax.tree.map(
         lambda x: np.concatenate(
-            [np.asarray(s.data) for s in sorted(
-                x.addressable_shards, key=lambda s: s.index[0].start or 0)]),
-        device_output)
+            [
+                np.asarray(s.data)
+                for s in sorted(
+                    x.addressable_shards, key=lambda s: s.index[0].start or 0
+                )
+            ]
+        ),
+        device_output,
+    )
 
   def replicated_value(self, device_output: Any) -> Any:
     """Host copy of an output that is the same on every device (metrics)."""
@@ -114,16 +130,18 @@ class DataParallel:
     donate = (0,) if donate_state else ()
     if self.mode == "pmap":
       return jax.pmap(fn, axis_name=AXIS, donate_argnums=donate)
-    mapped = jax.shard_map(fn, mesh=self.mesh, in_specs=(P(), P(AXIS)),
-                           out_specs=(P(), P()))
+    mapped = jax.shard_map(
+        fn, mesh=self.mesh, in_specs=(P(), P(AXIS)), out_specs=(P(), P())
+    )
     return jax.jit(mapped, donate_argnums=donate)
 
   def map_rows(self, fn: Callable) -> Callable:
     """`fn(state, batch) -> (per-row outputs, replicated outputs)` on every device."""
     if self.mode == "pmap":
       return jax.pmap(fn, axis_name=AXIS)
-    mapped = jax.shard_map(fn, mesh=self.mesh, in_specs=(P(), P(AXIS)),
-                           out_specs=(P(AXIS), P()))
+    mapped = jax.shard_map(
+        fn, mesh=self.mesh, in_specs=(P(), P(AXIS)), out_specs=(P(AXIS), P())
+    )
     return jax.jit(mapped)
 
 
@@ -132,6 +150,8 @@ def allgather_rows(tree: Any) -> Any:
   if jax.process_count() == 1:
     return tree
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
   stacked = multihost_utils.process_allgather(tree)  # [processes, rows, ...]
-  return jax.tree.map(lambda x: np.asarray(x).reshape(-1, *x.shape[2:]),
-                      stacked)
+  return jax.tree.map(
+      lambda x: np.asarray(x).reshape(-1, *x.shape[2:]), stacked
+  )

@@ -23,19 +23,24 @@ from segjax import data
 from segjax import inference
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training run's workdir.")
-_FORMAT = flags.DEFINE_enum("format", "text", ["text", "json"],
-                            "Output format.")
+_FORMAT = flags.DEFINE_enum(
+    "format", "text", ["text", "json"], "Output format."
+)
 _ONE_PER_LINE = flags.DEFINE_bool(
-    "one_per_line", False, "Each non-blank input line is one sentence.")
+    "one_per_line", False, "Each non-blank input line is one sentence."
+)
 _THRESHOLD = flags.DEFINE_float(
-    "threshold", None, "Decision threshold; default: the run's dev-tuned one.")
+    "threshold", None, "Decision threshold; default: the run's dev-tuned one."
+)
 _CHECKPOINT = flags.DEFINE_string(
-    "checkpoint", "best", "best, latest, or a step number.")
+    "checkpoint", "best", "best, latest, or a step number."
+)
 SEPARATOR = "=========="
 
 
-def segments_from_probabilities(sentences: list[str], probs: np.ndarray,
-                                threshold: float) -> list[list[str]]:
+def segments_from_probabilities(
+    sentences: list[str], probs: np.ndarray, threshold: float
+) -> list[list[str]]:
   """Cuts after every sentence whose boundary probability exceeds threshold."""
   segments, current = [], []
   for sentence, prob in zip(sentences, probs):
@@ -62,24 +67,29 @@ def main(argv):
     raise app.UsageError("--workdir is required")
   try:
     text = read_input(argv[1])
-    trained = inference.restore_trained_model(_WORKDIR.value,
-                                             _CHECKPOINT.value)
+    trained = inference.restore_trained_model(_WORKDIR.value, _CHECKPOINT.value)
   except (OSError, UnicodeDecodeError) as e:
     sys.exit(f"segjax.segment: error: {e}")
   sentences = data.split_sentences(text, one_per_line=_ONE_PER_LINE.value)
   if not sentences:
     sys.exit(f"segjax.segment: error: no sentence in {argv[1]}")
-  threshold = (_THRESHOLD.value if _THRESHOLD.value is not None
-               else trained.threshold)
+  threshold = (
+      _THRESHOLD.value if _THRESHOLD.value is not None else trained.threshold
+  )
   (probs,), _ = trained.predict([data.Document.from_sentences(sentences)])
   segments = segments_from_probabilities(sentences, probs, threshold)
   if _FORMAT.value == "json":
-    print(json.dumps({
-        "sentences": sentences,
-        "boundary_probabilities": [round(float(p), 6) for p in probs],
-        "threshold": threshold,
-        "segments": segments,
-    }, indent=1))
+    print(
+        json.dumps(
+            {
+                "sentences": sentences,
+                "boundary_probabilities": [round(float(p), 6) for p in probs],
+                "threshold": threshold,
+                "segments": segments,
+            },
+            indent=1,
+        )
+    )
   else:
     print(f"\n{SEPARATOR}\n".join("\n".join(s) for s in segments))
 

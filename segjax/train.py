@@ -27,16 +27,23 @@ from segjax import losses
 from segjax import trainer
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file, e.g. configs/boundary.py[:variant,...].",
-    lock_config=True)
+    "config",
+    None,
+    "Config file, e.g. configs/boundary.py[:variant,...].",
+    lock_config=True,
+)
 _WORKDIR = flags.DEFINE_string(
-    "workdir", None, "Output folder; default runs/<config file>[_<variants>].")
+    "workdir", None, "Output folder; default runs/<config file>[_<variants>]."
+)
 _COORDINATOR = flags.DEFINE_string(
-    "coordinator_address", None,
+    "coordinator_address",
+    None,
     "host:port of process 0 for a multi-process job (with --num_processes and "
-    "--process_id); on a Cloud TPU pod leave all three unset.")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None,
-                                      "Processes in the job.")
+    "--process_id); on a Cloud TPU pod leave all three unset.",
+)
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None, "Processes in the job."
+)
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 
 
@@ -50,12 +57,16 @@ def initialize_distributed() -> None:
   explicit = (_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   if any(v is not None for v in explicit):
     if any(v is None for v in explicit):
-      raise app.UsageError("--coordinator_address, --num_processes and "
-                           "--process_id go together")
+      raise app.UsageError(
+          "--coordinator_address, --num_processes and "
+          "--process_id go together"
+      )
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(_COORDINATOR.value,
-                               num_processes=_NUM_PROCESSES.value,
-                               process_id=_PROCESS_ID.value)
+    jax.distributed.initialize(
+        _COORDINATOR.value,
+        num_processes=_NUM_PROCESSES.value,
+        process_id=_PROCESS_ID.value,
+    )
   elif len(os.environ.get("TPU_WORKER_HOSTNAMES", "").split(",")) > 1:
     jax.distributed.initialize()
 
@@ -81,7 +92,8 @@ class _QuietLibraries:
 
   def filter(self, record) -> bool:
     return record.levelno > logging.converter.STANDARD_INFO or (
-        "/orbax/" not in record.pathname)
+        "/orbax/" not in record.pathname
+    )
 
 
 def main(argv: list[str]) -> None:
@@ -89,25 +101,34 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if _CONFIG.value is None:
-    raise app.UsageError("--config is required, e.g. --config=configs/boundary.py")
+    raise app.UsageError(
+        "--config is required, e.g. --config=configs/boundary.py"
+    )
   workdir = _WORKDIR.value or default_workdir(
-      config_flags.get_config_filename(flags.FLAGS["config"]))
+      config_flags.get_config_filename(flags.FLAGS["config"])
+  )
   initialize_distributed()
   start = time.time()
   try:
     results = trainer.train_and_evaluate(_CONFIG.value, workdir)
   except (config_lib.ConfigError, losses.LossConfigError, data.DataError) as e:
     sys.exit(f"segjax.train: error: {e}")
-  logging.info("Finished in %.0f s; outputs in %s", time.time() - start,
-               workdir)
+  logging.info(
+      "Finished in %.0f s; outputs in %s", time.time() - start, workdir
+  )
   if results.get("preempted"):
-    logging.info("Stopped by SIGTERM after saving step %d; rerun the same "
-                 "command to resume", results["step"])
+    logging.info(
+        "Stopped by SIGTERM after saving step %d; rerun the same "
+        "command to resume",
+        results["step"],
+    )
   elif "test_pk" in results and jax.process_index() == 0:
-    print(f"test Pk {results['test_pk']:.4f}  WindowDiff "
-          f"{results['test_window_diff']:.4f}  boundary F1 "
-          f"{results['test_boundary_f1']:.4f}  (threshold "
-          f"{results['test_threshold']:.2f}, {time.time() - start:.0f} s)")
+    print(
+        f"test Pk {results['test_pk']:.4f}  WindowDiff "
+        f"{results['test_window_diff']:.4f}  boundary F1 "
+        f"{results['test_boundary_f1']:.4f}  (threshold "
+        f"{results['test_threshold']:.2f}, {time.time() - start:.0f} s)"
+    )
 
 
 if __name__ == "__main__":

@@ -61,23 +61,39 @@ def make_optimizer(optim: ml_collections.ConfigDict, num_steps: int):
   """
   decay_steps = optim.decay_steps or num_steps
   schedule = optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=optim.learning_rate,
+      init_value=0.0,
+      peak_value=optim.learning_rate,
       warmup_steps=min(optim.warmup_steps, decay_steps - 1),
-      decay_steps=decay_steps, end_value=0.05 * optim.learning_rate)
+      decay_steps=decay_steps,
+      end_value=0.05 * optim.learning_rate,
+  )
   inner = optax.chain(
       optax.clip_by_global_norm(optim.grad_clip_norm),
-      optax.adamw(schedule, b1=optim.b1, b2=optim.b2,
-                  weight_decay=optim.weight_decay))
-  return optax.apply_if_finite(inner, max_consecutive_errors=2**31 - 1), schedule
+      optax.adamw(
+          schedule, b1=optim.b1, b2=optim.b2, weight_decay=optim.weight_decay
+      ),
+  )
+  return (
+      optax.apply_if_finite(inner, max_consecutive_errors=2**31 - 1),
+      schedule,
+  )
 
 
 def _initial_state(config, model, tx) -> TrainState:
   init_key, dropout_key = jax.random.split(jax.random.key(config.seed))
   params = models.init_params(
-      model, init_key, batch_size=1, max_sentences=config.data.max_sentences,
-      max_tokens=config.data.max_tokens)
-  return TrainState.create(apply_fn=model.apply, params=params, tx=tx,
-                           dropout_key=jax.random.key_data(dropout_key))
+      model,
+      init_key,
+      batch_size=1,
+      max_sentences=config.data.max_sentences,
+      max_tokens=config.data.max_tokens,
+  )
+  return TrainState.create(
+      apply_fn=model.apply,
+      params=params,
+      tx=tx,
+      dropout_key=jax.random.key_data(dropout_key),
+  )
 
 
 def create_train_state(config, model, tx) -> TrainState:
@@ -100,8 +116,9 @@ def abstract_train_state(config, model, tx) -> TrainState:
 # ----------------------------------------------------------------------------
 
 
-def train_step(state: TrainState, batch: dict[str, jax.Array], *, model,
-               loss_fn, schedule) -> tuple[TrainState, dict[str, jax.Array]]:
+def train_step(
+    state: TrainState, batch: dict[str, jax.Array], *, model, loss_fn, schedule
+) -> tuple[TrainState, dict[str, jax.Array]]:
   """One update on this device's rows of the global batch (axis `batch`).
 
   The loss psums its (numerator, denominator) pairs, so every device sees
@@ -111,14 +128,20 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model,
   in the global batch, so the update does not depend on the device count.
   """
   step_key = jax.random.fold_in(
-      jax.random.wrap_key_data(state.dropout_key), state.step)
+      jax.random.wrap_key_data(state.dropout_key), state.step
+  )
   example_rngs = jax.vmap(lambda i: jax.random.fold_in(step_key, i))(
-      batch["example_id"])
+      batch["example_id"]
+  )
 
   def loss_of(params):
-    logits = model.apply({"params": params}, batch["tokens"],
-                         batch["sentence_mask"], train=True,
-                         example_rngs=example_rngs)
+    logits = model.apply(
+        {"params": params},
+        batch["tokens"],
+        batch["sentence_mask"],
+        train=True,
+        example_rngs=example_rngs,
+    )
     return loss_fn(logits, batch["labels"], axis_name=parallel_lib.AXIS)
 
   (loss, aux), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
@@ -173,29 +196,48 @@ def interval_summary(pending: list[dict[str, np.ndarray]]) -> dict[str, float]:
   summary = {}
   for key in pending[-1]:
     values = [float(m[key]) for m in pending]
-    summary[key] = (values[-1] if key in LATEST_VALUE_METRICS
-                    else float(np.mean(values)))
+    summary[key] = (
+        values[-1] if key in LATEST_VALUE_METRICS else float(np.mean(values))
+    )
   return summary
 
 
 def log_startup(config, parallel, splits, num_params) -> None:
-  logging.info("JAX %s: %d process(es), %d device(s) (%d local), backend %s",
-               jax.__version__, jax.process_count(), parallel.num_devices,
-               parallel.num_local_devices, jax.default_backend())
-  logging.info("Parallel mode %s; global batch %d = %d per device",
-               parallel.mode, config.train.batch_size,
-               config.train.batch_size // parallel.num_devices)
-  logging.info("Data %s: %s; windows of %d sentences", config.data.source,
-               ", ".join(f"{k} {len(v)} documents" for k, v in splits.items()),
-               config.data.max_sentences)
-  logging.info("Model: %s parameters, %s sentence encoder, %s document "
-               "encoder, dtype %s", f"{num_params:,}",
-               config.model.sentence_encoder, config.model.document_encoder,
-               config.model.dtype)
+  logging.info(
+      "JAX %s: %d process(es), %d device(s) (%d local), backend %s",
+      jax.__version__,
+      jax.process_count(),
+      parallel.num_devices,
+      parallel.num_local_devices,
+      jax.default_backend(),
+  )
+  logging.info(
+      "Parallel mode %s; global batch %d = %d per device",
+      parallel.mode,
+      config.train.batch_size,
+      config.train.batch_size // parallel.num_devices,
+  )
+  logging.info(
+      "Data %s: %s; windows of %d sentences",
+      config.data.source,
+      ", ".join(f"{k} {len(v)} documents" for k, v in splits.items()),
+      config.data.max_sentences,
+  )
+  logging.info(
+      "Model: %s parameters, %s sentence encoder, %s document "
+      "encoder, dtype %s",
+      f"{num_params:,}",
+      config.model.sentence_encoder,
+      config.model.document_encoder,
+      config.model.dtype,
+  )
   loss = config.loss
   components = {k: v for k, v in loss.items() if k != "type"}
-  logging.info("Loss %s: %s", loss.type,
-               ", ".join(f"{k}={v}" for k, v in components.items()))
+  logging.info(
+      "Loss %s: %s",
+      loss.type,
+      ", ".join(f"{k}={v}" for k, v in components.items()),
+  )
 
 
 def config_as_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -208,8 +250,9 @@ def config_as_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
 # ----------------------------------------------------------------------------
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict,
-                       workdir: str | pathlib.Path) -> dict[str, Any]:
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str | pathlib.Path
+) -> dict[str, Any]:
   """Trains to `config.train.num_steps`, evaluating and checkpointing.
 
   Returns:
@@ -223,32 +266,42 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     raise config_lib.ConfigError(
         f"train.batch_size={config.train.batch_size} does not split over "
         f"{parallel.num_devices} devices; use a multiple of "
-        f"{parallel.num_devices}")
+        f"{parallel.num_devices}"
+    )
   is_chief = jax.process_index() == 0
   resolved_config = config_as_json(config)
   if is_chief:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(
-        json.dumps(resolved_config, indent=2, sort_keys=True))
+        json.dumps(resolved_config, indent=2, sort_keys=True)
+    )
   writer = metric_writers.MetricWriter(workdir, enabled=is_chief)
 
   # -- Input ------------------------------------------------------------------
   splits = data.load_splits(config.data)
   tokenizer = data.Tokenizer.from_config(config.data)
   train_iter = data.make_train_iterator(
-      splits["train"], tokenizer, global_batch_size=config.train.batch_size,
-      max_sentences=config.data.max_sentences, seed=config.seed,
-      process_index=jax.process_index(), process_count=jax.process_count(),
-      stride=config.data.train_stride or None)
-  eval_batches = functools.partial(evaluation.eval_batches, config,
-                                   tokenizer=tokenizer)
+      splits["train"],
+      tokenizer,
+      global_batch_size=config.train.batch_size,
+      max_sentences=config.data.max_sentences,
+      seed=config.seed,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+      stride=config.data.train_stride or None,
+  )
+  eval_batches = functools.partial(
+      evaluation.eval_batches, config, tokenizer=tokenizer
+  )
   dev_batches = eval_batches(splits["dev"])
 
   # -- Model, loss and optimizer ----------------------------------------------
   model = models.model_from_config(
-      config.model, num_buckets=config.data.num_buckets,
+      config.model,
+      num_buckets=config.data.num_buckets,
       num_classes=config.loss.num_classes,
-      max_sentences=config.data.max_sentences)
+      max_sentences=config.data.max_sentences,
+  )
   loss_fn = losses.create_loss(config.loss)
   tx, schedule = make_optimizer(config.optim, config.train.num_steps)
   host_state = create_train_state(config, model, tx)
@@ -256,62 +309,86 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
   # -- Checkpoints: resume if the workdir has one ------------------------------
   checkpointer = checkpoints.Checkpointer(
-      workdir, keep=config.train.keep_checkpoints,
-      best_metric=config.train.best_metric, best_mode=config.train.best_mode)
+      workdir,
+      keep=config.train.keep_checkpoints,
+      best_metric=config.train.best_metric,
+      best_mode=config.train.best_mode,
+  )
   threshold = None
   latest = checkpointer.latest_step()
   if latest is not None:
     host_state, meta = checkpointer.restore(latest, host_state, train_iter)
     threshold = meta.get("threshold")
-    logging.info("Resuming from step %d of %s", latest,
-                 checkpointer.directory)
+    logging.info("Resuming from step %d of %s", latest, checkpointer.directory)
   start_step = int(host_state.step)
 
   # -- Compiled steps ----------------------------------------------------------
-  p_train_step = parallel.map_step(functools.partial(
-      train_step, model=model, loss_fn=loss_fn, schedule=schedule))
+  p_train_step = parallel.map_step(
+      functools.partial(
+          train_step, model=model, loss_fn=loss_fn, schedule=schedule
+      )
+  )
   p_eval_step = parallel.map_rows(evaluation.make_eval_step(model, loss_fn))
   state = parallel.put_state(host_state)
   del host_state
 
   def evaluate(params, documents, batches, threshold=None):
-    probs, loss = evaluation.predict_documents(parallel, p_eval_step, params,
-                                               batches, documents)
+    probs, loss = evaluation.predict_documents(
+        parallel, p_eval_step, params, batches, documents
+    )
     scores = evaluation.score_documents(
-        probs, documents, threshold=threshold,
-        threshold_metric=config.train.threshold_metric)
+        probs,
+        documents,
+        threshold=threshold,
+        threshold_metric=config.train.threshold_metric,
+    )
     return {"loss": loss, **scores}
 
   def save(step, eval_metrics):
-    meta = {"step": step, "config": resolved_config,
-            "tokenizer": tokenizer.to_dict(),
-            "threshold": threshold, "eval": eval_metrics}
+    meta = {
+        "step": step,
+        "config": resolved_config,
+        "tokenizer": tokenizer.to_dict(),
+        "threshold": threshold,
+        "eval": eval_metrics,
+    }
     ranking = None
     if eval_metrics and eval_metrics.get(config.train.best_metric) is not None:
-      ranking = {config.train.best_metric: eval_metrics[config.train.best_metric]}
-    checkpointer.save(step, parallel.get_state(state), meta, train_iter,
-                      metrics=ranking)
+      ranking = {
+          config.train.best_metric: eval_metrics[config.train.best_metric]
+      }
+    checkpointer.save(
+        step, parallel.get_state(state), meta, train_iter, metrics=ranking
+    )
 
   # -- Train loop --------------------------------------------------------------
-  progress = metric_writers.Progress(start_step=start_step,
-                                     total_steps=config.train.num_steps,
-                                     enabled=is_chief)
+  progress = metric_writers.Progress(
+      start_step=start_step,
+      total_steps=config.train.num_steps,
+      enabled=is_chief,
+  )
   pending, last_eval = [], {}
   preemption = PreemptionWatcher(checkpointer)
   num_steps = config.train.num_steps
   for step in range(start_step, num_steps):
-    state, step_metrics = p_train_step(state, parallel.put_batch(
-        next(train_iter)))
+    state, step_metrics = p_train_step(
+        state, parallel.put_batch(next(train_iter))
+    )
     pending.append(step_metrics)
     done = step + 1
     if done % config.train.log_every == 0 or done == num_steps:
-      summary = interval_summary([parallel.replicated_value(m)
-                                  for m in pending])
+      summary = interval_summary(
+          [parallel.replicated_value(m) for m in pending]
+      )
       summary["steps_per_second"] = progress.steps_per_second()
       pending = []
       writer.write(done, summary)
-      progress.update(done, metric_writers.format_metrics(
-          {k: summary[k] for k in ("train_loss", "grad_norm")}))
+      progress.update(
+          done,
+          metric_writers.format_metrics(
+              {k: summary[k] for k in ("train_loss", "grad_norm")}
+          ),
+      )
     elif len(pending) % MAX_QUEUED_STEPS == 0:
       jax.block_until_ready(step_metrics)
 
@@ -321,8 +398,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       threshold = dev["threshold"]
       last_eval = {f"val_{k}": v for k, v in dev.items()}
       writer.write(done, last_eval)
-      logging.info("step %d dev: %s", done,
-                   metric_writers.format_metrics(last_eval))
+      logging.info(
+          "step %d dev: %s", done, metric_writers.format_metrics(last_eval)
+      )
     preempted = done < num_steps and preemption.should_stop(done)
     if evaluated or preempted or done % config.train.checkpoint_every == 0:
       save(done, last_eval if evaluated else None)
@@ -342,14 +420,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   best = checkpointer.best_step()
   if splits["test"] and best is not None:
     best_state, meta = checkpointer.restore(best, parallel.get_state(state))
-    test = evaluate(parallel.put_state(best_state).params, splits["test"],
-                    eval_batches(splits["test"]), threshold=meta["threshold"])
+    test = evaluate(
+        parallel.put_state(best_state).params,
+        splits["test"],
+        eval_batches(splits["test"]),
+        threshold=meta["threshold"],
+    )
     results.update({f"test_{k}": v for k, v in test.items()})
-    writer.write(num_steps, {f"test_{k}": v for k, v in test.items()}
-                 | {"best_step": best})
-    logging.info("test (best step %d, threshold %.2f): %s", best,
-                 meta["threshold"], metric_writers.format_metrics(
-                     {f"test_{k}": v for k, v in test.items()}))
+    writer.write(
+        num_steps,
+        {f"test_{k}": v for k, v in test.items()} | {"best_step": best},
+    )
+    logging.info(
+        "test (best step %d, threshold %.2f): %s",
+        best,
+        meta["threshold"],
+        metric_writers.format_metrics(
+            {f"test_{k}": v for k, v in test.items()}
+        ),
+    )
   checkpointer.close()
   writer.close()
   return results

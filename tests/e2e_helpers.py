@@ -32,7 +32,9 @@ def load_tool(name):
   tools = str(REPO / "tools")
   if tools not in sys.path:
     sys.path.insert(0, tools)
-  spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
+  spec = importlib.util.spec_from_file_location(
+      name, REPO / "tools" / f"{name}.py"
+  )
   module = importlib.util.module_from_spec(spec)
   # dataclasses resolve string annotations through sys.modules.
   sys.modules[name] = module
@@ -59,8 +61,11 @@ def train_losses(events):
 
 
 def cli_env(devices=1):
-  return dict(os.environ, XLA_FLAGS=(
-      f"--xla_force_host_platform_device_count={devices}"), JAX_PLATFORMS="cpu")
+  return dict(
+      os.environ,
+      XLA_FLAGS=(f"--xla_force_host_platform_device_count={devices}"),
+      JAX_PLATFORMS="cpu",
+  )
 
 
 def train_flags(config_flag, *args):
@@ -69,17 +74,33 @@ def train_flags(config_flag, *args):
 
 
 def train_command(config_flag, *args):
-  return [sys.executable, "-m", "segjax.train", *train_flags(config_flag, *args)]
+  return [
+      sys.executable,
+      "-m",
+      "segjax.train",
+      *train_flags(config_flag, *args),
+  ]
 
 
 def run_module(module, *args, stdin=None, devices=1, timeout=300):
   """`python -m module args` from the repo root; the CompletedProcess."""
-  return subprocess.run([sys.executable, "-m", module, *args], input=stdin,
-                        capture_output=True, text=True, cwd=REPO,
-                        env=cli_env(devices), timeout=timeout, check=False)
+  return subprocess.run(
+      [sys.executable, "-m", module, *args],
+      input=stdin,
+      capture_output=True,
+      text=True,
+      cwd=REPO,
+      env=cli_env(devices),
+      timeout=timeout,
+      check=False,
+  )
 
 
 def cli(config_flag, *args, devices=1):
   """Runs the train command to completion; returns the CompletedProcess."""
-  return run_module("segjax.train", *train_flags(config_flag, *args),
-                    devices=devices, timeout=600)
+  return run_module(
+      "segjax.train",
+      *train_flags(config_flag, *args),
+      devices=devices,
+      timeout=600,
+  )

@@ -22,8 +22,11 @@ def _flatten(logits, labels):
 
 def _common(logits, labels, ignore_index, label_smoothing, class_weights):
   num_classes = logits.shape[-1]
-  w = (np.ones(num_classes) if class_weights is None
-       else np.asarray(class_weights, np.float64))
+  w = (
+      np.ones(num_classes)
+      if class_weights is None
+      else np.asarray(class_weights, np.float64)
+  )
   valid = labels != ignore_index
   safe_logits = np.where(valid[..., None], logits, 0.0)
   lp = log_softmax(safe_logits)
@@ -36,9 +39,9 @@ def _common(logits, labels, ignore_index, label_smoothing, class_weights):
       if not valid[b, t]:
         continue
       yt = y[b, t]
-      per_token[b, t] = ((1 - label_smoothing) * w[yt] * -lp[b, t, yt]
-                         + label_smoothing / num_classes
-                         * np.sum(w * -lp[b, t]))
+      per_token[b, t] = (1 - label_smoothing) * w[yt] * -lp[
+          b, t, yt
+      ] + label_smoothing / num_classes * np.sum(w * -lp[b, t])
       weight[b, t] = w[yt]
   entropy = -(p * lp).sum(-1) * valid
   return valid, lp, p, per_token, weight, entropy
@@ -48,11 +51,19 @@ def _mean_valid(x, valid):
   return (x * valid).sum() / max(valid.sum(), 1)
 
 
-def cross_entropy(logits, labels, *, ignore_index=-100, label_smoothing=0.0,
-                  class_weights=None, entropy_lambda=0.0):
+def cross_entropy(
+    logits,
+    labels,
+    *,
+    ignore_index=-100,
+    label_smoothing=0.0,
+    class_weights=None,
+    entropy_lambda=0.0,
+):
   logits, labels = _flatten(logits, labels)
-  valid, _, _, l, w_t, h = _common(logits, labels, ignore_index,
-                                   label_smoothing, class_weights)
+  valid, _, _, l, w_t, h = _common(
+      logits, labels, ignore_index, label_smoothing, class_weights
+  )
   denominator = w_t.sum()
   ce = l.sum() / denominator if denominator > 0 else 0.0
   entropy = _mean_valid(h, valid)
@@ -68,8 +79,9 @@ def boundary_mask(labels, ignore_index=-100, radius=0):
   transition = np.zeros((batch, length), bool)
   for b in range(batch):
     for t in range(1, length):
-      transition[b, t] = (valid[b, t] and valid[b, t - 1]
-                          and labels[b, t] != labels[b, t - 1])
+      transition[b, t] = (
+          valid[b, t] and valid[b, t - 1] and labels[b, t] != labels[b, t - 1]
+      )
   out = np.zeros((batch, length), bool)
   for b in range(batch):
     for t in range(length):
@@ -78,14 +90,25 @@ def boundary_mask(labels, ignore_index=-100, radius=0):
   return out[0] if single else out
 
 
-def boundary_aware(logits, labels, *, ignore_index=-100, label_smoothing=0.0,
-                   class_weights=None, entropy_lambda=0.0, boundary_weight=2.0,
-                   boundary_radius=0, segment_consistency_lambda=0.0,
-                   conf_penalty_lambda=0.0, conf_threshold=0.95,
-                   use_boundary_as_primary=True):
+def boundary_aware(
+    logits,
+    labels,
+    *,
+    ignore_index=-100,
+    label_smoothing=0.0,
+    class_weights=None,
+    entropy_lambda=0.0,
+    boundary_weight=2.0,
+    boundary_radius=0,
+    segment_consistency_lambda=0.0,
+    conf_penalty_lambda=0.0,
+    conf_threshold=0.95,
+    use_boundary_as_primary=True,
+):
   logits, labels = _flatten(logits, labels)
-  valid, _, p, l, w_t, h = _common(logits, labels, ignore_index,
-                                   label_smoothing, class_weights)
+  valid, _, p, l, w_t, h = _common(
+      logits, labels, ignore_index, label_smoothing, class_weights
+  )
   b = boundary_mask(labels, ignore_index, boundary_radius).astype(np.float64)
   denominator = w_t.sum()
   ce = l.sum() / denominator if denominator > 0 else 0.0
@@ -100,17 +123,28 @@ def boundary_aware(logits, labels, *, ignore_index=-100, label_smoothing=0.0,
   jumps, pairs = 0.0, 0
   for bi in range(labels.shape[0]):
     for t in range(1, labels.shape[1]):
-      if (valid[bi, t] and valid[bi, t - 1]
-          and labels[bi, t] == labels[bi, t - 1]):
+      if (
+          valid[bi, t]
+          and valid[bi, t - 1]
+          and labels[bi, t] == labels[bi, t - 1]
+      ):
         jumps += 0.5 * np.sum((p[bi, t] - p[bi, t - 1]) ** 2)
         pairs += 1
   consistency = jumps / max(pairs, 1)
   penalty = _mean_valid(np.maximum(p.max(-1) - conf_threshold, 0.0), valid)
   entropy = _mean_valid(h, valid)
-  loss = (boundary_ce - entropy_lambda * entropy
-          + segment_consistency_lambda * consistency
-          + conf_penalty_lambda * penalty)
-  aux = {"ce": ce, "entropy": entropy, "boundary_ce": boundary_ce,
-         "consistency": consistency, "confidence_penalty": penalty,
-         "boundary_fraction": b.sum() / max(valid.sum(), 1)}
+  loss = (
+      boundary_ce
+      - entropy_lambda * entropy
+      + segment_consistency_lambda * consistency
+      + conf_penalty_lambda * penalty
+  )
+  aux = {
+      "ce": ce,
+      "entropy": entropy,
+      "boundary_ce": boundary_ce,
+      "consistency": consistency,
+      "confidence_penalty": penalty,
+      "boundary_fraction": b.sum() / max(valid.sum(), 1),
+  }
   return loss, aux

@@ -14,23 +14,39 @@ from segjax import data
 REPO = pathlib.Path(__file__).resolve().parent.parent
 # Tiny runs: 6 steps, dev and test of 24 documents each.
 TINY_SETS = (
-    "data.max_documents=24", "data.max_sentences=32", "data.num_buckets=4096",
-    "data.max_tokens=16", "model.embed_dim=16", "model.hidden_dim=32",
-    "model.mlp_dim=32", "model.num_layers=1", "model.num_heads=2",
-    "train.num_steps=6", "train.eval_every=3", "train.log_every=3",
-    "train.checkpoint_every=3", "train.batch_size=8",
-    "optim.warmup_steps=2")
+    "data.max_documents=24",
+    "data.max_sentences=32",
+    "data.num_buckets=4096",
+    "data.max_tokens=16",
+    "model.embed_dim=16",
+    "model.hidden_dim=32",
+    "model.mlp_dim=32",
+    "model.num_layers=1",
+    "model.num_heads=2",
+    "train.num_steps=6",
+    "train.eval_every=3",
+    "train.log_every=3",
+    "train.checkpoint_every=3",
+    "train.batch_size=8",
+    "optim.warmup_steps=2",
+)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
 
 
 tool = load_tool("compare_losses")
 
 
 def tiny_argv(output, *extra):
-  argv = ["--output", str(output), "--seeds", "2",
-          "--texttiling_w", "10,20", "--texttiling_k", "3,5"]
+  argv = [
+      "--output",
+      str(output),
+      "--seeds",
+      "2",
+      "--texttiling_w",
+      "10,20",
+      "--texttiling_k",
+      "3,5",
+  ]
   for text in TINY_SETS:
     argv += ["--set", text]
   return argv + list(extra)
@@ -49,7 +65,7 @@ def table_rows(markdown, heading):
   lines = markdown.split(heading, 1)[1].splitlines()
   start = next(i for i, line in enumerate(lines) if line.startswith("|"))
   rows = []
-  for line in lines[start + 2:]:  # After the header and the --- line.
+  for line in lines[start + 2 :]:  # After the header and the --- line.
     if not line.startswith("|"):
       break
     rows.append([cell.strip() for cell in line.strip("|").split("|")])
@@ -77,8 +93,11 @@ def test_markdown_has_a_row_of_numbers_per_config_and_baseline(comparison):
   assert "(↓)" in markdown.split("## Test set", 1)[1].splitlines()[2]
   per_seed = table_rows(markdown, "## Per seed")
   assert [(r[0], r[1]) for r in per_seed] == [
-      ("cross_entropy", "0"), ("cross_entropy", "1"), ("boundary", "0"),
-      ("boundary", "1")]
+      ("cross_entropy", "0"),
+      ("cross_entropy", "1"),
+      ("boundary", "0"),
+      ("boundary", "1"),
+  ]
   assert "Machine:" in markdown and "train.num_steps=6" in markdown
 
 
@@ -106,14 +125,17 @@ def test_json_holds_runs_curves_and_calibration(comparison):
       assert len(run["curve"]["val_window_diff"]) == 2
       assert run["best_step"] in (3, 6)
       # The restored best checkpoint reproduces the trainer's test ECE.
-      assert run["calibration_ece"] == pytest.approx(run["test"]["ece"],
-                                                     abs=1e-5)
+      assert run["calibration_ece"] == pytest.approx(
+          run["test"]["ece"], abs=1e-5
+      )
       assert sum(run["calibration"]["bin_count"]) > 0
     pooled = config["pooled_calibration"]["bin_count"]
-    assert sum(pooled) == sum(sum(r["calibration"]["bin_count"])
-                              for r in config["runs"])
+    assert sum(pooled) == sum(
+        sum(r["calibration"]["bin_count"]) for r in config["runs"]
+    )
     assert config["summary"]["pk"]["values"] == [
-        r["test"]["pk"] for r in config["runs"]]
+        r["test"]["pk"] for r in config["runs"]
+    ]
 
 
 @pytest.mark.slow
@@ -132,15 +154,19 @@ def test_baselines_are_exact(comparison):
   assert none["num_predicted"] == 0
   assert none["num_gold"] == gold_boundaries
   assert none["complete_segments"] == pytest.approx(
-      sum(len(d.segments) == 1 for d in test) / sum(len(d.segments)
-                                                    for d in test))
+      sum(len(d.segments) == 1 for d in test)
+      / sum(len(d.segments) for d in test)
+  )
 
-  length = round(sum(d.num_sentences for d in splits["train"])
-                 / sum(len(d.segments) for d in splits["train"]))
+  length = round(
+      sum(d.num_sentences for d in splits["train"])
+      / sum(len(d.segments) for d in splits["train"])
+  )
   even = baselines[f"evenly spaced (every {length})"]
   assert even["segment_length"] == length
   assert even["test"]["num_predicted"] == sum(
-      (d.num_sentences - 1) // length for d in test)
+      (d.num_sentences - 1) // length for d in test
+  )
 
   name = next(n for n in baselines if n.startswith("TextTiling"))
   tiling = baselines[name]
@@ -182,10 +208,14 @@ def test_unknown_set_key_is_an_error_naming_it(tmp_path):
 def test_parse_override_values():
   assert tool.parse_override("train.num_steps=300") == ("train.num_steps", 300)
   assert tool.parse_override("optim.learning_rate=3e-3") == (
-      "optim.learning_rate", 3e-3)
+      "optim.learning_rate",
+      3e-3,
+  )
   assert tool.parse_override("data.source=pydoc") == ("data.source", "pydoc")
   assert tool.parse_override("loss.class_weights=(1.0, 2.5)") == (
-      "loss.class_weights", (1.0, 2.5))
+      "loss.class_weights",
+      (1.0, 2.5),
+  )
   with pytest.raises(tool.CompareError, match="KEY=VALUE"):
     tool.parse_override("train.num_steps")
 
@@ -198,15 +228,18 @@ class _CutAfter:
 
   def tokenize(self, text):
     paragraphs = text.split("\n\n")
-    cuts = [sum(len(p) + 2 for p in paragraphs[:i + 1]) - 2
-            for i in self.sentence_ends]
+    cuts = [
+        sum(len(p) + 2 for p in paragraphs[: i + 1]) - 2
+        for i in self.sentence_ends
+    ]
     bounds = [0, *cuts, len(text)]
     return [text[a:b] for a, b in zip(bounds, bounds[1:])]
 
 
 def test_texttiling_cuts_map_to_sentence_boundaries():
-  document = data.Document(segments=[[f"Sentence  {i} \n here." for i in
-                                      range(10)]])
+  document = data.Document(
+      segments=[[f"Sentence  {i} \n here." for i in range(10)]]
+  )
   labels = tool.texttiling_boundaries(document, _CutAfter([2, 6]))
   np.testing.assert_array_equal(np.flatnonzero(labels), [2, 6])
   # A cut at the document end is the implicit final boundary, not a label.
@@ -225,6 +258,8 @@ def test_texttiling_too_short_falls_back():
 def test_evenly_spaced_positions():
   document = data.Document(segments=[["s"] * 10, ["t"] * 5])  # N = 15.
   np.testing.assert_array_equal(
-      np.flatnonzero(tool.evenly_spaced(document, 7)), [6, 13])
+      np.flatnonzero(tool.evenly_spaced(document, 7)), [6, 13]
+  )
   np.testing.assert_array_equal(
-      np.flatnonzero(tool.evenly_spaced(document, 5)), [4, 9])  # Not 14.
+      np.flatnonzero(tool.evenly_spaced(document, 5)), [4, 9]
+  )  # Not 14.

@@ -17,15 +17,20 @@ def compiled_text(fn, *args):
 
 def test_one_elementwise_kernel_reads_and_writes_its_arrays():
   x = jnp.ones((1024,), jnp.float32)
-  kernels = hlo_traffic.kernel_traffic(compiled_text(lambda v: jnp.exp(v) * 2, x))
+  kernels = hlo_traffic.kernel_traffic(
+      compiled_text(lambda v: jnp.exp(v) * 2, x)
+  )
   assert [(read, written) for _, read, written in kernels] == [(4096, 4096)]
 
 
 def test_two_inputs_and_a_narrower_output_are_counted():
   x = jnp.ones((64, 32), jnp.float32)
   labels = jnp.ones((64, 32), jnp.int32)
-  kernels = hlo_traffic.kernel_traffic(compiled_text(
-      lambda v, y: jnp.where(y > 0, v, 0.0).astype(jnp.bfloat16), x, labels))
+  kernels = hlo_traffic.kernel_traffic(
+      compiled_text(
+          lambda v, y: jnp.where(y > 0, v, 0.0).astype(jnp.bfloat16), x, labels
+      )
+  )
   assert sum(read for _, read, _ in kernels) == 2 * 64 * 32 * 4
   assert sum(written for _, _, written in kernels) == 64 * 32 * 2
 
@@ -48,8 +53,11 @@ def test_boundary_loss_scratch_stays_below_the_mmap_threshold():
   logits, labels = bench_losses.inputs(5)
   for dtype in (jnp.float32, jnp.bfloat16):
     fn = bench_losses.candidates(5)["boundary_aware (all terms)"]
-    compiled = jax.jit(jax.value_and_grad(fn)).lower(
-        logits.astype(dtype), labels).compile()
+    compiled = (
+        jax.jit(jax.value_and_grad(fn))
+        .lower(logits.astype(dtype), labels)
+        .compile()
+    )
     scratch = compiled.memory_analysis().temp_size_in_bytes
     assert scratch < 32 * 2**20, (dtype, scratch / 2**20)
 
@@ -62,7 +70,8 @@ def test_each_codegen_variant_computes_the_shipped_values():
   results = {}
   for name in bench_xla_patterns.VARIANTS:
     fn = bench_losses.candidates(5, bench_xla_patterns._variant(name))[  # pylint: disable=protected-access
-        "boundary_aware (all terms)"]
+        "boundary_aware (all terms)"
+    ]
     results[name] = jax.value_and_grad(fn)(logits, labels)
   loss, grad = results["as shipped"]
   for name, (other_loss, other_grad) in results.items():

@@ -48,8 +48,10 @@ TOKENIZER = data.Tokenizer(num_buckets=1 << 12, max_tokens=6)
 
 
 def test_read_choi_dir_reads_nested_files_and_counts_empty(tmp_path):
-  _write(tmp_path / "3-5" / "a.ref",
-         "==========\nOne.\nTwo.\n==========\nThree.\n\n==========\n")
+  _write(
+      tmp_path / "3-5" / "a.ref",
+      "==========\nOne.\nTwo.\n==========\nThree.\n\n==========\n",
+  )
   _write(tmp_path / "3-5" / "b.ref", "==========\n==========\n")
   _write(tmp_path / ".hidden" / "c.ref", "==========\nHidden.\n==========\n")
   documents, skipped = data.read_choi_dir(tmp_path)
@@ -71,60 +73,82 @@ def test_read_choi_dir_errors_name_file_and_line(tmp_path):
 
 
 def test_read_wiki727k_dir_drops_lists_and_starts_segments_at_headers(tmp_path):
-  _write(tmp_path / "0" / "doc", "\n".join([
-      "========,1,preface.",
-      "Intro sentence.",
-      "========,2,History.",
-      "***LIST***",
-      "========,3,Early years.",
-      "First.",
-      "***LIST***",
-      "Second.",
-      "========,2,Later, much later.",
-      "Last.",
-  ]))
+  _write(
+      tmp_path / "0" / "doc",
+      "\n".join(
+          [
+              "========,1,preface.",
+              "Intro sentence.",
+              "========,2,History.",
+              "***LIST***",
+              "========,3,Early years.",
+              "First.",
+              "***LIST***",
+              "Second.",
+              "========,2,Later, much later.",
+              "Last.",
+          ]
+      ),
+  )
   _write(tmp_path / "1" / "empty", "========,1,preface.\n***LIST***\n")
   documents, skipped = data.read_wiki727k_dir(tmp_path)
   assert skipped == 1
   assert documents[0].segments == (
-      ("Intro sentence.",), ("First.", "Second."), ("Last.",))
+      ("Intro sentence.",),
+      ("First.", "Second."),
+      ("Last.",),
+  )
 
 
-@pytest.mark.parametrize("header, message", [
-    ("========,x,Title.", "level 'x' is not a positive integer"),
-    ("========,0,Title.", "level '0' is not a positive integer"),
-    ("========Title.", "malformed section header"),
-])
+@pytest.mark.parametrize(
+    "header, message",
+    [
+        ("========,x,Title.", "level 'x' is not a positive integer"),
+        ("========,0,Title.", "level '0' is not a positive integer"),
+        ("========Title.", "malformed section header"),
+    ],
+)
 def test_read_wiki727k_dir_rejects_bad_headers(tmp_path, header, message):
-  bad = _write(tmp_path / "doc",
-               f"========,1,preface.\nText.\n{header}\nMore.\n")
+  bad = _write(
+      tmp_path / "doc", f"========,1,preface.\nText.\n{header}\nMore.\n"
+  )
   where = re.escape(f"{bad}:3:")
   with pytest.raises(data.DataError, match=f"{where} .*{message}"):
     data.read_wiki727k_dir(tmp_path)
 
 
 def test_read_jsonl_reads_documents_and_counts_empty(tmp_path):
-  path = _write(tmp_path / "train.jsonl", "\n".join([
-      json.dumps({"segments": [["A.", " B. "], [], ["C."]], "id": 7}),
-      "",
-      json.dumps({"segments": [[], [" "]]}),
-      json.dumps({"segments": [["D."]]}),
-  ]))
+  path = _write(
+      tmp_path / "train.jsonl",
+      "\n".join(
+          [
+              json.dumps({"segments": [["A.", " B. "], [], ["C."]], "id": 7}),
+              "",
+              json.dumps({"segments": [[], [" "]]}),
+              json.dumps({"segments": [["D."]]}),
+          ]
+      ),
+  )
   documents, skipped = data.read_jsonl(path)
   assert skipped == 1
   assert [d.segments for d in documents] == [
-      (("A.", "B."), ("C.",)), (("D.",),)]
+      (("A.", "B."), ("C.",)),
+      (("D.",),),
+  ]
   assert [d.name for d in documents] == ["train.jsonl:1", "train.jsonl:4"]
   assert data.read_jsonl(tmp_path).documents == documents  # A folder of files.
 
 
-@pytest.mark.parametrize("line, message", [
-    ("{not json", "not valid JSON"),
-    ('{"sentences": []}', 'expected an object with a "segments" key'),
-    ('[["A."]]', 'expected an object with a "segments" key'),
-    ('{"segments": ["A.", "B."]}', '"segments" must be a list of lists'),
-    ('{"segments": [[1, 2]]}', '"segments" must be a list of lists'),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("{not json", "not valid JSON"),
+        ('{"sentences": []}', 'expected an object with a "segments" key'),
+        ('[["A."]]', 'expected an object with a "segments" key'),
+        ('{"segments": ["A.", "B."]}', '"segments" must be a list of lists'),
+        ('{"segments": [[1, 2]]}', '"segments" must be a list of lists'),
+    ],
+)
 def test_read_jsonl_errors_name_file_and_line(tmp_path, line, message):
   path = _write(tmp_path / "x.jsonl", '{"segments": [["Fine."]]}\n\n' + line)
   where = re.escape(f"{path}:3:")
@@ -148,6 +172,7 @@ def _config(**overrides):
   # load_splits reads attributes only; a ConfigDict behaves the same.
   class Config:
     source, path, dev_fraction, max_documents = "auto", "", 0.1, 0
+
   config = Config()
   for key, value in overrides.items():
     setattr(config, key, value)
@@ -157,15 +182,24 @@ def _config(**overrides):
 def test_load_splits_reads_wiki727k_layout(tmp_path):
   for split, count in [("train", 4), ("dev", 2), ("test", 3)]:
     for i in range(count):
-      _write(tmp_path / split / f"{i}", f"========,1,preface.\nS{i}.\n"
-             "========,2,Next.\nT.\n")
+      _write(
+          tmp_path / split / f"{i}",
+          f"========,1,preface.\nS{i}.\n" "========,2,Next.\nT.\n",
+      )
   splits = data.load_splits(_config(source="auto", path=str(tmp_path)))
   assert {k: len(v) for k, v in splits.items()} == {
-      "train": 4, "dev": 2, "test": 3}
+      "train": 4,
+      "dev": 2,
+      "test": 3,
+  }
   splits = data.load_splits(
-      _config(source="wiki727k", path=str(tmp_path), max_documents=2))
+      _config(source="wiki727k", path=str(tmp_path), max_documents=2)
+  )
   assert {k: len(v) for k, v in splits.items()} == {
-      "train": 2, "dev": 2, "test": 2}
+      "train": 2,
+      "dev": 2,
+      "test": 2,
+  }
 
 
 def test_load_splits_holds_out_dev_deterministically(tmp_path, caplog):
@@ -188,8 +222,10 @@ def test_load_splits_holds_out_dev_deterministically(tmp_path, caplog):
 
 def test_load_splits_reads_jsonl_files_and_reports_bad_config(tmp_path):
   for split in ("train", "dev", "test"):
-    _write(tmp_path / f"{split}.jsonl",
-           json.dumps({"segments": [["A b c."], ["D e f."]]}) + "\n")
+    _write(
+        tmp_path / f"{split}.jsonl",
+        json.dumps({"segments": [["A b c."], ["D e f."]]}) + "\n",
+    )
   splits = data.load_splits(_config(source="auto", path=str(tmp_path)))
   assert all(len(docs) == 1 for docs in splits.values())
   with pytest.raises(ValueError, match="unknown data.source"):
@@ -218,9 +254,12 @@ def test_pydoc_splits_share_no_topic_and_documents_have_the_right_shape():
         assert 3 <= len(segment) <= 11
         # Consecutive sentences of a topic of this split.
         owners = {
-            name for name in names
-            if any(topics[name][i:i + len(segment)] == segment
-                   for i in range(len(topics[name])))
+            name
+            for name in names
+            if any(
+                topics[name][i : i + len(segment)] == segment
+                for i in range(len(topics[name]))
+            )
         }
         assert owners, (split, segment)
         candidates.append(owners)
@@ -242,28 +281,42 @@ def test_pydoc_documents_are_deterministic_and_prefix_stable():
 def test_load_splits_pydoc_caps_documents():
   splits = data.load_splits(_config(source="pydoc", max_documents=7))
   assert {k: len(v) for k, v in splits.items()} == {
-      "train": 7, "dev": 7, "test": 7}
+      "train": 7,
+      "dev": 7,
+      "test": 7,
+  }
 
 
 # ---------------------------------------------------------------- text
 
 
 def test_split_sentences():
-  text = ("Hello world. This is e.g. Mr. Smith and J. Doe. It costs 3.5 "
-          "dollars! Really?\n\"Yes.\" The U.S. Army\nis big\n\nNew paragraph")
+  text = (
+      "Hello world. This is e.g. Mr. Smith and J. Doe. It costs 3.5 "
+      'dollars! Really?\n"Yes." The U.S. Army\nis big\n\nNew paragraph'
+  )
   assert data.split_sentences(text) == [
-      "Hello world.", "This is e.g. Mr. Smith and J. Doe.",
-      "It costs 3.5 dollars!", "Really?", '"Yes."', "The U.S. Army is big",
-      "New paragraph"]
+      "Hello world.",
+      "This is e.g. Mr. Smith and J. Doe.",
+      "It costs 3.5 dollars!",
+      "Really?",
+      '"Yes."',
+      "The U.S. Army is big",
+      "New paragraph",
+  ]
   assert data.split_sentences(" One. Two\n\n three \n", one_per_line=True) == [
-      "One. Two", "three"]
+      "One. Two",
+      "three",
+  ]
 
 
 # Computed once with blake2b-64; a change means saved checkpoints would see
 # different ids.
-EXPECTED_IDS = [[1593, 8136, 2077, 25179, 0, 0],
-                [976, 19709, 9224, 12925, 28493, 0],
-                [30137, 23086, 184, 0, 0, 0]]
+EXPECTED_IDS = [
+    [1593, 8136, 2077, 25179, 0, 0],
+    [976, 19709, 9224, 12925, 28493, 0],
+    [30137, 23086, 184, 0, 0, 0],
+]
 SENTENCES = ["Hello, World!", "The segment ends here.", "Ünïcode café 42"]
 
 
@@ -298,8 +351,11 @@ def test_tokenizer_and_pydoc_corpus_are_identical_in_another_process():
       "print(json.dumps([ids, hashlib.sha256(docs.encode()).hexdigest()]))"
   )
   result = subprocess.run(
-      [sys.executable, "-c", script], capture_output=True, text=True,
-      check=True, env={"PYTHONHASHSEED": "12345", "PATH": ""},
+      [sys.executable, "-c", script],
+      capture_output=True,
+      text=True,
+      check=True,
+      env={"PYTHONHASHSEED": "12345", "PATH": ""},
       cwd=pathlib.Path(__file__).parent.parent,
   )
   ids, digest = json.loads(result.stdout)
@@ -316,14 +372,21 @@ def test_labels_follow_the_spec_convention():
   assert data.boundary_labels(document).tolist() == [0, 1, 1, 0, 0, 1]
   assert data.sentence_labels(document).tolist() == [0, 1, 1, 0, 0, IGNORE]
   table = data.tokenize_windows(
-      [document], TOKENIZER, max_sentences=4, stride=2)
+      [document], TOKENIZER, max_sentences=4, stride=2
+  )
   batch = data.gather_windows(table, np.array([0, 1, -1]))
   # A window cut inside the document keeps its last sentence's real label;
   # the document's last sentence and padding are ignored.
   assert batch["labels"].tolist() == [
-      [0, 1, 1, 0], [1, 0, 0, IGNORE], [IGNORE] * 4]
+      [0, 1, 1, 0],
+      [1, 0, 0, IGNORE],
+      [IGNORE] * 4,
+  ]
   assert batch["sentence_mask"].tolist() == [
-      [True] * 4, [True] * 4, [False] * 4]
+      [True] * 4,
+      [True] * 4,
+      [False] * 4,
+  ]
   assert not batch["tokens"][2].any()
   gold, mask = data.padded_gold_and_mask([document, data.Document([["x"]])])
   assert gold.tolist() == [[0, 1, 1, 0, 0, 1], [1, 0, 0, 0, 0, 0]]
@@ -333,10 +396,17 @@ def test_labels_follow_the_spec_convention():
 # ---------------------------------------------------------------- windows
 
 
-@pytest.mark.parametrize("n, size, stride, starts", [
-    (0, 4, 4, []), (3, 4, 4, [0]), (4, 4, 4, [0]), (5, 4, 4, [0, 4]),
-    (10, 4, 2, [0, 2, 4, 6]), (11, 4, 2, [0, 2, 4, 6, 8]),
-])
+@pytest.mark.parametrize(
+    "n, size, stride, starts",
+    [
+        (0, 4, 4, []),
+        (3, 4, 4, [0]),
+        (4, 4, 4, [0]),
+        (5, 4, 4, [0, 4]),
+        (10, 4, 2, [0, 2, 4, 6]),
+        (11, 4, 2, [0, 2, 4, 6, 8]),
+    ],
+)
 def test_window_starts_cover_every_sentence(n, size, stride, starts):
   assert data.window_starts(n, size, stride) == starts
   document = data.Document.from_sentences([f"s{i}." for i in range(n)])
@@ -351,19 +421,25 @@ def test_stitching_eval_windows_reproduces_per_sentence_values():
   lengths = data.document_lengths(documents)
   truth = [np.arange(n) + 100.0 * d for d, n in enumerate(lengths)]
   batches = data.make_eval_batches(
-      documents, TOKENIZER, global_batch_size=4, max_sentences=5, stride=2)
+      documents, TOKENIZER, global_batch_size=4, max_sentences=5, stride=2
+  )
   window_doc = np.concatenate([b["window_doc"] for b in batches])
   window_start = np.concatenate([b["window_start"] for b in batches])
-  probs = np.array([
-      np.pad(truth[d][s:s + 5], (0, 5 - len(truth[d][s:s + 5])))
-      if d >= 0 else np.full(5, np.nan)
-      for d, s in zip(window_doc, window_start)])
+  probs = np.array(
+      [
+          np.pad(truth[d][s : s + 5], (0, 5 - len(truth[d][s : s + 5])))
+          if d >= 0
+          else np.full(5, np.nan)
+          for d, s in zip(window_doc, window_start)
+      ]
+  )
   stitched = data.stitch_window_probs(probs, window_doc, window_start, lengths)
   for got, want in zip(stitched, truth):
     np.testing.assert_array_equal(got, want)
   with pytest.raises(ValueError, match="in no window"):
     data.stitch_window_probs(
-        probs[:2], window_doc[:2], window_start[:2], lengths)
+        probs[:2], window_doc[:2], window_start[:2], lengths
+    )
 
 
 def test_stitching_prefers_the_most_centred_window():
@@ -404,8 +480,10 @@ def test_train_iterator_is_deterministic_from_the_seed():
   assert first["example_id"].tolist() == [0, 1, 2, 3]
   _assert_same_batches(batches, _take(_train_iterator(documents), 6))
   other = _take(_train_iterator(documents, seed=4), 6)
-  assert any(not np.array_equal(a["tokens"], b["tokens"])
-             for a, b in zip(batches, other))
+  assert any(
+      not np.array_equal(a["tokens"], b["tokens"])
+      for a, b in zip(batches, other)
+  )
 
 
 def _window_keys(batch):
@@ -419,8 +497,10 @@ def test_train_iterator_visits_every_window_once_per_epoch_reshuffled():
   num_windows = labelled.num_windows
   all_keys = _window_keys(data.gather_windows(labelled, np.arange(num_windows)))
   iterator = _train_iterator(documents, global_batch_size=1)
-  epochs = [[k for b in _take(iterator, num_windows) for k in _window_keys(b)]
-            for _ in range(2)]
+  epochs = [
+      [k for b in _take(iterator, num_windows) for k in _window_keys(b)]
+      for _ in range(2)
+  ]
   assert sorted(epochs[0]) == sorted(all_keys) == sorted(epochs[1])
   assert epochs[0] != epochs[1]
 
@@ -439,14 +519,22 @@ def test_train_iterator_resumes_exactly_from_its_state():
 def test_processes_see_exactly_the_global_batches_of_one_process():
   documents = _toy_documents(25)
   global_batches = _take(_train_iterator(documents, global_batch_size=6), 8)
-  local = [_take(_train_iterator(documents, global_batch_size=6,
-                                 process_index=i, process_count=3), 8)
-           for i in range(3)]
+  local = [
+      _take(
+          _train_iterator(
+              documents, global_batch_size=6, process_index=i, process_count=3
+          ),
+          8,
+      )
+      for i in range(3)
+  ]
   for step, expected in enumerate(global_batches):
     for key in expected:
       np.testing.assert_array_equal(
           np.concatenate([local[i][step][key] for i in range(3)]),
-          expected[key], err_msg=key)
+          expected[key],
+          err_msg=key,
+      )
   with pytest.raises(ValueError, match="multiple of process_count"):
     _train_iterator(documents, global_batch_size=6, process_count=4)
 
@@ -455,18 +543,29 @@ def test_eval_batches_cover_every_window_once_with_padding_masked():
   documents = _toy_documents(11)
   table = data.tokenize_windows(documents, TOKENIZER, max_sentences=5, stride=2)
   per_process = [
-      data.make_eval_batches(documents, TOKENIZER, global_batch_size=8,
-                             max_sentences=5, stride=2, process_index=i,
-                             process_count=2)
-      for i in range(2)]
+      data.make_eval_batches(
+          documents,
+          TOKENIZER,
+          global_batch_size=8,
+          max_sentences=5,
+          stride=2,
+          process_index=i,
+          process_count=2,
+      )
+      for i in range(2)
+  ]
   num_batches = -(-table.num_windows // 8)
   assert len(per_process[0]) == len(per_process[1]) == num_batches
-  rows = [(int(d), int(s))
-          for batches in per_process for b in batches
-          for d, s, v in zip(b["window_doc"], b["window_start"],
-                             b["valid_example"]) if v]
-  assert sorted(rows) == sorted(zip(table.window_doc.tolist(),
-                                    table.window_start.tolist()))
+  rows = [
+      (int(d), int(s))
+      for batches in per_process
+      for b in batches
+      for d, s, v in zip(b["window_doc"], b["window_start"], b["valid_example"])
+      if v
+  ]
+  assert sorted(rows) == sorted(
+      zip(table.window_doc.tolist(), table.window_start.tolist())
+  )
   for batches in per_process:
     for b in batches:
       assert b["tokens"].shape == (4, 5, TOKENIZER.max_tokens)
@@ -483,13 +582,20 @@ def test_only_the_gathered_rows_are_tokenized():
   table = data.tokenize_windows(documents, TOKENIZER, max_sentences=5, stride=5)
   assert not table._is_cached.any()  # pylint: disable=protected-access
   batch = data.gather_windows(table, np.array([0, 3]))
-  rows = np.concatenate([
-      np.arange(table.window_offset[w],
-                table.window_offset[w] + table.window_length[w])
-      for w in (0, 3)])
+  rows = np.concatenate(
+      [
+          np.arange(
+              table.window_offset[w],
+              table.window_offset[w] + table.window_length[w],
+          )
+          for w in (0, 3)
+      ]
+  )
   cached = np.flatnonzero(table._is_cached)  # pylint: disable=protected-access
   assert set(cached) == set(table.sentence_ids[rows])
-  expected = TOKENIZER.encode([table.sentences[i]
-                               for i in table.sentence_ids[rows]])
-  np.testing.assert_array_equal(batch["tokens"][batch["sentence_mask"]],
-                                expected)
+  expected = TOKENIZER.encode(
+      [table.sentences[i] for i in table.sentence_ids[rows]]
+  )
+  np.testing.assert_array_equal(
+      batch["tokens"][batch["sentence_mask"]], expected
+  )

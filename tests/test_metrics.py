@@ -45,7 +45,7 @@ def random_batch(rng, batch, length, min_len=0):
 
 def doc(x, mask, b):
   """Labels of document b at its labelled positions (the first N-1)."""
-  return [int(v == 1) for v in x[b, :max(int(mask[b].sum()) - 1, 0)]]
+  return [int(v == 1) for v in x[b, : max(int(mask[b].sum()) - 1, 0)]]
 
 
 def as_string(labels):
@@ -60,8 +60,12 @@ def as_masses(labels):
 
 def greedy_matches(gold_pos, pred_pos, tolerance):
   """Reference: pairs by (distance, left end), taken when both ends are free."""
-  pairs = sorted((abs(g - p), min(g, p), g, p) for g in gold_pos
-                 for p in pred_pos if abs(g - p) <= tolerance)
+  pairs = sorted(
+      (abs(g - p), min(g, p), g, p)
+      for g in gold_pos
+      for p in pred_pos
+      if abs(g - p) <= tolerance
+  )
   used_g, used_p = set(), set()
   for _, _, g, p in pairs:
     if g not in used_g and p not in used_p:
@@ -95,17 +99,21 @@ def all_metrics(pred, gold, mask, tolerance=0, k=None):
 @jax.jit
 def batch_stats(pred, gold, mask, probs):
   """(SegmentationStats, CalibrationStats), tolerance 1, one program."""
-  return (metrics.segmentation_stats(pred, gold, mask, tolerance=1),
-          metrics.calibration_stats(probs, gold, mask))
+  return (
+      metrics.segmentation_stats(pred, gold, mask, tolerance=1),
+      metrics.calibration_stats(probs, gold, mask),
+  )
 
 
 @jax.jit
 def both_stats(pred, gold, mask, probs):
   """(metrics, calibration) dicts, tolerance 1, in one compiled program."""
-  return (metrics.compute_metrics(
-      metrics.segmentation_stats(pred, gold, mask, tolerance=1)),
-          metrics.compute_calibration(
-              metrics.calibration_stats(probs, gold, mask)))
+  return (
+      metrics.compute_metrics(
+          metrics.segmentation_stats(pred, gold, mask, tolerance=1)
+      ),
+      metrics.compute_calibration(metrics.calibration_stats(probs, gold, mask)),
+  )
 
 
 def one(pred, gold, mask=None):
@@ -122,22 +130,27 @@ def one(pred, gold, mask=None):
 
 def test_nltk_issue_3102_example():
   ref, hyp = "000001001000", "000100010000"
-  pred, gold, mask = one([int(c) for c in hyp] + [1],
-                         [int(c) for c in ref] + [IGNORE])
+  pred, gold, mask = one(
+      [int(c) for c in hyp] + [1], [int(c) for c in ref] + [IGNORE]
+  )
   assert nltk_seg.pk(ref, hyp, 2) == pytest.approx(6 / 11)
   assert float(metrics.pk(pred, gold, mask, k=2)) == f32(6 / 11)
   assert float(metrics.window_diff(pred, gold, mask, k=2)) == f32(
-      nltk_seg.windowdiff(ref, hyp, 2))
+      nltk_seg.windowdiff(ref, hyp, 2)
+  )
 
 
-@pytest.mark.parametrize("hyp,k,expected", [
-    ("000100000010", 3, 0.0), ("000010000100", 3, 0.3)])
+@pytest.mark.parametrize(
+    "hyp,k,expected", [("000100000010", 3, 0.0), ("000010000100", 3, 0.3)]
+)
 def test_nltk_windowdiff_docstring(hyp, k, expected):
   ref = "000100000010"
-  pred, gold, mask = one([int(c) for c in hyp] + [0],
-                         [int(c) for c in ref] + [0])
+  pred, gold, mask = one(
+      [int(c) for c in hyp] + [0], [int(c) for c in ref] + [0]
+  )
   assert float(metrics.window_diff(pred, gold, mask, k=k)) == pytest.approx(
-      expected)
+      expected
+  )
 
 
 @pytest.mark.parametrize("k", [None, 1, 3, 7])
@@ -176,16 +189,26 @@ def test_parity_with_segeval_default_window():
       assert out["window_diff"][b] == f32(segeval.window_diff(hyp, ref))
 
 
-@pytest.mark.parametrize("n,num_segments,k", [
-    (10, 2, 2), (14, 2, 4), (6, 1, 3), (2, 1, 2), (30, 3, 5), (50, 2, 12),
-    (18, 4, 2)])
+@pytest.mark.parametrize(
+    "n,num_segments,k",
+    [
+        (10, 2, 2),
+        (14, 2, 4),
+        (6, 1, 3),
+        (2, 1, 2),
+        (30, 3, 5),
+        (50, 2, 12),
+        (18, 4, 2),
+    ],
+)
 def test_default_window_rounds_half_to_even(n, num_segments, k):
   labels = [0] * (n - 1)
   for i in range(num_segments - 1):
     labels[i] = 1
   pad = 64 - n  # One shape for all cases: one compilation.
-  _, gold, mask = one([0] * 64, labels + [IGNORE] * (pad + 1),
-                      [True] * n + [False] * pad)
+  _, gold, mask = one(
+      [0] * 64, labels + [IGNORE] * (pad + 1), [True] * n + [False] * pad
+  )
   assert int(per_document(gold, gold, mask)["k"][0]) == k
   assert segeval.compute_window_size(as_masses(labels)) == k
 
@@ -197,10 +220,12 @@ def test_batch_pk_is_mean_over_scored_documents():
   values = all_metrics(pred, gold, mask)
   scored = ~np.isnan(out["pk"])
   assert int(values["num_skipped_pk"]) == int(mask.any(1).sum() - scored.sum())
-  np.testing.assert_allclose(values["pk"], np.mean(out["pk"][scored]),
-                             rtol=1e-6)
-  np.testing.assert_allclose(values["window_diff"],
-                             np.mean(out["window_diff"][scored]), rtol=1e-6)
+  np.testing.assert_allclose(
+      values["pk"], np.mean(out["pk"][scored]), rtol=1e-6
+  )
+  np.testing.assert_allclose(
+      values["window_diff"], np.mean(out["window_diff"][scored]), rtol=1e-6
+  )
   assert float(metrics.pk(pred, gold, mask)) == float(values["pk"])
 
 
@@ -258,8 +283,9 @@ def test_prediction_on_last_sentence_and_padding_is_ignored():
   pred, gold, mask = random_batch(rng, 32, 20)
   ignored = np.arange(20)[None, :] >= (mask.sum(1) - 1)[:, None]
   noisy = stats_fn(np.where(ignored, 1, pred), gold, mask, tolerance=2)
-  clean = stats_fn(np.where(ignored, 0, pred), np.where(ignored, 0, gold), mask,
-                   tolerance=2)
+  clean = stats_fn(
+      np.where(ignored, 0, pred), np.where(ignored, 0, gold), mask, tolerance=2
+  )
   jax.tree.map(np.testing.assert_array_equal, noisy, clean)
 
 
@@ -268,14 +294,24 @@ def test_empty_batch_and_padding_documents():
     z = np.zeros(shape, np.int32)
     values = all_metrics(z, z, np.zeros(shape, bool))
     assert int(values["num_documents"]) == 0
-    for key in ("pk", "window_diff", "boundary_f1", "boundary_precision",
-                "boundary_recall", "complete_segments", "macro_f1"):
+    for key in (
+        "pk",
+        "window_diff",
+        "boundary_f1",
+        "boundary_precision",
+        "boundary_recall",
+        "complete_segments",
+        "macro_f1",
+    ):
       assert np.isnan(values[key]), key
   # Padding rows next to real documents change nothing.
   pred, gold, mask = random_batch(np.random.default_rng(4), 4, 8, min_len=1)
   padded = [np.concatenate([x, np.zeros_like(x)]) for x in (pred, gold, mask)]
-  jax.tree.map(np.testing.assert_array_equal, stats_fn(pred, gold, mask),
-               stats_fn(*padded))
+  jax.tree.map(
+      np.testing.assert_array_equal,
+      stats_fn(pred, gold, mask),
+      stats_fn(*padded),
+  )
 
 
 def test_every_document_skipped_gives_nan_not_zero():
@@ -293,17 +329,20 @@ def labels_at(positions, n):
   return [int(i in positions) for i in range(n - 1)] + [IGNORE]
 
 
-@pytest.mark.parametrize("gold_pos,pred_pos,tolerance,matched", [
-    ({3, 7}, {3, 8}, 0, 1),
-    ({3, 7}, {3, 8}, 1, 2),
-    ({3}, {2, 4}, 1, 1),  # One-to-one: a gold boundary matches once.
-    ({2, 6}, {4}, 2, 1),  # Tie at distance 2: the left gold is taken.
-    ({2, 5}, {4}, 2, 1),  # Nearest first: 5 (distance 1), not 2.
-    ({1, 4}, {3, 5}, 2, 1),  # Greedy, not maximum: (3,4) first blocks both.
-    ({1, 5}, {3, 6}, 2, 2),
-    ({0, 2, 4}, {1, 3, 5}, 1, 3),  # Chain G P G P G P pairs left to right.
-    ({1, 3}, {0, 2, 4}, 1, 2),  # Chain P G P G P: last P unmatched.
-])
+@pytest.mark.parametrize(
+    "gold_pos,pred_pos,tolerance,matched",
+    [
+        ({3, 7}, {3, 8}, 0, 1),
+        ({3, 7}, {3, 8}, 1, 2),
+        ({3}, {2, 4}, 1, 1),  # One-to-one: a gold boundary matches once.
+        ({2, 6}, {4}, 2, 1),  # Tie at distance 2: the left gold is taken.
+        ({2, 5}, {4}, 2, 1),  # Nearest first: 5 (distance 1), not 2.
+        ({1, 4}, {3, 5}, 2, 1),  # Greedy, not maximum: (3,4) first blocks both.
+        ({1, 5}, {3, 6}, 2, 2),
+        ({0, 2, 4}, {1, 3, 5}, 1, 3),  # Chain G P G P G P pairs left to right.
+        ({1, 3}, {0, 2, 4}, 1, 2),  # Chain P G P G P: last P unmatched.
+    ],
+)
 def test_boundary_f1_hand_computed(gold_pos, pred_pos, tolerance, matched):
   n = 10
   pred, gold, mask = one(labels_at(pred_pos, n), labels_at(gold_pos, n))
@@ -312,19 +351,28 @@ def test_boundary_f1_hand_computed(gold_pos, pred_pos, tolerance, matched):
   assert float(values["boundary_precision"]) == f32(matched / len(pred_pos))
   assert float(values["boundary_recall"]) == f32(matched / len(gold_pos))
   assert float(values["boundary_f1"]) == f32(
-      2 * matched / (len(pred_pos) + len(gold_pos)))
+      2 * matched / (len(pred_pos) + len(gold_pos))
+  )
   assert float(metrics.boundary_f1(pred, gold, mask, tolerance)) == float(
-      values["boundary_f1"])
+      values["boundary_f1"]
+  )
 
 
-@pytest.mark.parametrize("gold_pos,pred_pos,expected", [
-    ({2, 5}, {2, 5}, 3 / 3),
-    ({2, 5}, {2}, 1 / 3),  # [0,2] found; [3,5] and [6,9] merged.
-    ({2, 5}, {2, 5, 7}, 2 / 3),  # [6,9] split.
-    ({2, 5}, {1, 5}, 1 / 3),  # Only [6,9]: both ends predicted, none inside.
-    (set(), set(), 1.0),
-    (set(), {4}, 0.0),
-])
+@pytest.mark.parametrize(
+    "gold_pos,pred_pos,expected",
+    [
+        ({2, 5}, {2, 5}, 3 / 3),
+        ({2, 5}, {2}, 1 / 3),  # [0,2] found; [3,5] and [6,9] merged.
+        ({2, 5}, {2, 5, 7}, 2 / 3),  # [6,9] split.
+        (
+            {2, 5},
+            {1, 5},
+            1 / 3,
+        ),  # Only [6,9]: both ends predicted, none inside.
+        (set(), set(), 1.0),
+        (set(), {4}, 0.0),
+    ],
+)
 def test_complete_segments_hand_computed(gold_pos, pred_pos, expected):
   pred, gold, mask = one(labels_at(pred_pos, 10), labels_at(gold_pos, 10))
   assert float(metrics.complete_segments(pred, gold, mask)) == f32(expected)
@@ -338,12 +386,14 @@ def test_macro_f1_hand_computed():
   assert float(metrics.macro_f1(pred, gold, mask)) == close(7 / 12)
   # Three classes, class 2 never occurs: mean over classes 0 and 1 only.
   assert float(metrics.macro_f1(pred, gold, mask, num_classes=3)) == close(
-      7 / 12)
+      7 / 12
+  )
   # Class 2 only predicted: present with F1 0.
   pred3 = np.array([[0, 2, 1, 0, 0, 1]])
   # class 0: TP 2 FP 1 FN 1 -> 4/6; class 1: TP 1 FP 0 FN 1 -> 2/3; class 2: 0.
   assert float(metrics.macro_f1(pred3, gold, mask, num_classes=3)) == close(
-      (4 / 6 + 2 / 3 + 0) / 3)
+      (4 / 6 + 2 / 3 + 0) / 3
+  )
 
 
 B_PROP, T_PROP = 4, 16
@@ -369,8 +419,11 @@ def test_boundary_and_segment_stats_match_references(batch, tolerance):
     if not mask[b].any():
       continue
     g, p = doc(gold, mask, b), doc(pred, mask, b)
-    matched += greedy_matches({i for i, v in enumerate(g) if v},
-                              {i for i, v in enumerate(p) if v}, tolerance)
+    matched += greedy_matches(
+        {i for i, v in enumerate(g) if v},
+        {i for i, v in enumerate(p) if v},
+        tolerance,
+    )
     complete += len(segments(g) & segments(p))
     num_segments += len(segments(g))
   assert int(stats.boundary_matched) == matched
@@ -393,12 +446,13 @@ def test_ece_and_brier_hand_computed():
   ece = metrics.expected_calibration_error(probs, gold, mask, num_bins=2)
   np.testing.assert_allclose(ece, 0.9 / 5, rtol=1e-6)
   brier = (0.01 + 0.64 + 0.09 + 0.01 + 0.36) / 5
-  np.testing.assert_allclose(metrics.brier_score(probs, gold, mask), brier,
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+      metrics.brier_score(probs, gold, mask), brier, rtol=1e-6
+  )
   # p = 1 lands in the last bin; 15 bins by default.
-  stats = metrics.calibration_stats(np.array([[1.0, 0.0]]),
-                                    np.array([[1, IGNORE]]),
-                                    np.array([[True, True]]))
+  stats = metrics.calibration_stats(
+      np.array([[1.0, 0.0]]), np.array([[1, IGNORE]]), np.array([[True, True]])
+  )
   assert stats.bin_count.tolist() == [0] * 14 + [1]
   assert float(metrics.compute_calibration(stats)["ece"]) == 0.0
 
@@ -406,7 +460,8 @@ def test_ece_and_brier_hand_computed():
 def test_calibration_of_empty_batch_is_nan():
   z = np.zeros((2, 4))
   values = metrics.compute_calibration(
-      metrics.calibration_stats(z, z.astype(int), z.astype(bool)))
+      metrics.calibration_stats(z, z.astype(int), z.astype(bool))
+  )
   assert np.isnan(values["ece"]) and np.isnan(values["brier"])
 
 
@@ -423,9 +478,11 @@ def test_host_call_and_jitted_eval_step_give_identical_numbers():
   def eval_step(p, g, m, q):  # The same functions inside a user's jit.
     return both_stats(p * 1, g, m, q)
 
-  jax.tree.map(np.testing.assert_array_equal,
-               both_stats(pred, gold, mask, probs),
-               eval_step(pred, gold, mask, probs))
+  jax.tree.map(
+      np.testing.assert_array_equal,
+      both_stats(pred, gold, mask, probs),
+      eval_step(pred, gold, mask, probs),
+  )
 
 
 @pytest.mark.slow  # ~10 s: op by op, every primitive compiles on its own.
@@ -458,12 +515,16 @@ def test_streaming_over_uneven_batches_equals_one_batch():
   one_batch = batch_stats(*batch, probs)
   for streamed, whole in zip(total, one_batch):
     assert_stats_equal(streamed, whole)
-  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-6),
-               metrics.compute_metrics(total[0]),
-               metrics.compute_metrics(one_batch[0]))
-  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-6),
-               metrics.compute_calibration(total[1]),
-               metrics.compute_calibration(one_batch[1]))
+  jax.tree.map(
+      functools.partial(np.testing.assert_allclose, rtol=1e-6),
+      metrics.compute_metrics(total[0]),
+      metrics.compute_metrics(one_batch[0]),
+  )
+  jax.tree.map(
+      functools.partial(np.testing.assert_allclose, rtol=1e-6),
+      metrics.compute_calibration(total[1]),
+      metrics.compute_calibration(one_batch[1]),
+  )
 
 
 def test_psum_over_devices_equals_one_batch():
@@ -474,11 +535,13 @@ def test_psum_over_devices_equals_one_batch():
 
   @functools.partial(jax.pmap, axis_name="data")
   def device_stats(p, g, m):
-    return jax.lax.psum(metrics.segmentation_stats(p, g, m, tolerance=1),
-                        "data")
+    return jax.lax.psum(
+        metrics.segmentation_stats(p, g, m, tolerance=1), "data"
+    )
 
-  summed = jax.tree.map(lambda x: x[0],
-                        device_stats(shard(pred), shard(gold), shard(mask)))
+  summed = jax.tree.map(
+      lambda x: x[0], device_stats(shard(pred), shard(gold), shard(mask))
+  )
   assert_stats_equal(summed, stats_fn(pred, gold, mask, tolerance=1))
 
 
@@ -493,14 +556,19 @@ def test_best_threshold_and_streamed_sweep():
   # Boundaries get 0.6, others 0.3: any threshold in [0.3, 0.6) is perfect;
   # ties go to the lowest one.
   probs = np.where(gold == 1, 0.6, 0.3).astype(np.float32)
-  for metric, perfect in (("pk", 0.0), ("window_diff", 0.0),
-                          ("boundary_f1", 1.0), ("complete_segments", 1.0),
-                          ("macro_f1", 1.0)):
+  for metric, perfect in (
+      ("pk", 0.0),
+      ("window_diff", 0.0),
+      ("boundary_f1", 1.0),
+      ("complete_segments", 1.0),
+      ("macro_f1", 1.0),
+  ):
     threshold, score = metrics.best_threshold(probs, gold, mask, metric)
     assert float(threshold) == pytest.approx(0.3) and float(score) == perfect
   sweep = metrics.merge(
       metrics.threshold_sweep_stats(probs[:8], gold[:8], mask[:8]),
-      metrics.threshold_sweep_stats(probs[8:], gold[8:], mask[8:]))
+      metrics.threshold_sweep_stats(probs[8:], gold[8:], mask[8:]),
+  )
   assert sweep.num_documents.shape == (len(metrics.DEFAULT_THRESHOLDS),)
   threshold, score = metrics.select_threshold(sweep, "boundary_f1")
   assert float(threshold) == pytest.approx(0.3) and float(score) == 1.0

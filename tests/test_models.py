@@ -13,8 +13,14 @@ from segjax import models
 
 NUM_BUCKETS = 101
 SMALL = dict(
-    num_buckets=NUM_BUCKETS, embed_dim=8, hidden_dim=16, num_layers=1,
-    num_heads=2, mlp_dim=32, dropout_rate=0.2, max_sentences=12,
+    num_buckets=NUM_BUCKETS,
+    embed_dim=8,
+    hidden_dim=16,
+    num_layers=1,
+    num_heads=2,
+    mlp_dim=32,
+    dropout_rate=0.2,
+    max_sentences=12,
     cohesion_window=2,
 )
 ENCODERS = ("transformer", "bilstm")
@@ -39,14 +45,15 @@ def _batch(seed=0, batch_size=4, num_sentences=10, num_tokens=6):
 def _example_rngs(batch_size, seed=0, step=3):
   """Keys as the trainer makes them: fold_in(fold_in(base, step), example)."""
   base = jax.random.fold_in(jax.random.key(seed), step)
-  return jax.vmap(lambda e: jax.random.fold_in(base, e))(
-      jnp.arange(batch_size)
-  )
+  return jax.vmap(lambda e: jax.random.fold_in(base, e))(jnp.arange(batch_size))
 
 
 def _params(model, tokens):
   return models.init_params(
-      model, jax.random.key(0), batch_size=2, max_sentences=tokens.shape[1],
+      model,
+      jax.random.key(0),
+      batch_size=2,
+      max_sentences=tokens.shape[1],
       max_tokens=tokens.shape[2],
   )
 
@@ -58,9 +65,7 @@ def _apply(model, params, tokens, mask, *, train=False, example_rngs=None):
   )
 
 
-_cohesion_features = jax.jit(
-    models.cohesion_features, static_argnames="window"
-)
+_cohesion_features = jax.jit(models.cohesion_features, static_argnames="window")
 
 
 @pytest.fixture(scope="module", params=ENCODERS)
@@ -87,7 +92,7 @@ def test_padding_sentences_do_not_change_real_sentences(encoder_setup):
   longer_mask = jnp.pad(mask, ((0, 0), (0, 2)))
 
   noisy = _apply(model, params, noisy_padding, mask)
-  longer = _apply(model, params, longer_tokens, longer_mask)[:, :mask.shape[1]]
+  longer = _apply(model, params, longer_tokens, longer_mask)[:, : mask.shape[1]]
 
   real = np.asarray(mask)
   np.testing.assert_allclose(noisy[real], expected[real], atol=1e-5)
@@ -118,8 +123,14 @@ def test_split_batch_equals_whole_batch_in_train_mode(encoder_setup):
   rngs = _example_rngs(mask.shape[0])
   whole = _apply(model, params, tokens, mask, train=True, example_rngs=rngs)
   halves = [
-      _apply(model, params, tokens[rows], mask[rows], train=True,
-             example_rngs=rngs[rows])
+      _apply(
+          model,
+          params,
+          tokens[rows],
+          mask[rows],
+          train=True,
+          example_rngs=rngs[rows],
+      )
       for rows in (slice(0, 2), slice(2, 4))
   ]
   np.testing.assert_allclose(
@@ -163,7 +174,11 @@ def test_sentence_transformer_and_bfloat16():
   params = _params(model, tokens)
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
   logits = _apply(
-      model, params, tokens, mask, train=True,
+      model,
+      params,
+      tokens,
+      mask,
+      train=True,
       example_rngs=_example_rngs(mask.shape[0]),
   )
   assert logits.shape == (*mask.shape, 2)
@@ -172,7 +187,8 @@ def test_sentence_transformer_and_bfloat16():
   # Same parameters in float32: the same function up to bfloat16 rounding.
   full = model.clone(dtype=jnp.float32)
   np.testing.assert_allclose(
-      _apply(model, params, tokens, mask), _apply(full, params, tokens, mask),
+      _apply(model, params, tokens, mask),
+      _apply(full, params, tokens, mask),
       atol=0.1,
   )
 
@@ -204,8 +220,8 @@ def _reference_gap_similarities(tokens, weights, window):
       bags[index[0], index[1], token] += weights[token]
   out = np.zeros((batch_size, num_sentences, window))
   for b, i, k in np.ndindex(batch_size, num_sentences, window):
-    before = bags[b, max(0, i - k):i + 1].sum(0)
-    after = bags[b, i + 1:i + k + 2].sum(0)
+    before = bags[b, max(0, i - k) : i + 1].sum(0)
+    after = bags[b, i + 1 : i + k + 2].sum(0)
     norms = np.linalg.norm(before) * np.linalg.norm(after)
     out[b, i, k] = before @ after / norms if norms else 0.0
   return out
@@ -242,8 +258,12 @@ def test_window_idf_discounts_words_spread_over_the_window():
   mask = jnp.array([[True, True, True, False]])
   np.testing.assert_allclose(
       jax.jit(models.window_idf)(tokens, mask)[0],
-      [[np.log(4 / 3.5), np.log(4 / 1.5)], [np.log(4 / 3.5), 0.0],
-       [np.log(4 / 3.5), 0.0], [0.0, 0.0]],
+      [
+          [np.log(4 / 3.5), np.log(4 / 1.5)],
+          [np.log(4 / 3.5), 0.0],
+          [np.log(4 / 3.5), 0.0],
+          [0.0, 0.0],
+      ],
       rtol=1e-6,
   )
 
@@ -283,9 +303,7 @@ def test_per_example_dropout_keeps_expectation_and_ignores_batch_position():
   np.testing.assert_allclose(out.mean(), 1.0, atol=0.05)
   reversed_out = layer.apply({}, x, rngs[::-1], deterministic=False)
   np.testing.assert_array_equal(reversed_out, out[::-1])
-  np.testing.assert_array_equal(
-      layer.apply({}, x, None, deterministic=True), x
-  )
+  np.testing.assert_array_equal(layer.apply({}, x, None, deterministic=True), x)
 
 
 # ----------------------------------------------------------------------------
@@ -294,12 +312,21 @@ def test_per_example_dropout_keeps_expectation_and_ignores_batch_position():
 
 
 def _model_config(**overrides):
-  config = ml_collections.ConfigDict(dict(
-      sentence_encoder="pool", sentence_layers=1,
-      document_encoder="bilstm", embed_dim=24, hidden_dim=32, num_layers=3,
-      num_heads=2, mlp_dim=48, dropout_rate=0.3, cohesion_window=4,
-      dtype="bfloat16",
-  ))
+  config = ml_collections.ConfigDict(
+      dict(
+          sentence_encoder="pool",
+          sentence_layers=1,
+          document_encoder="bilstm",
+          embed_dim=24,
+          hidden_dim=32,
+          num_layers=3,
+          num_heads=2,
+          mlp_dim=48,
+          dropout_rate=0.3,
+          cohesion_window=4,
+          dtype="bfloat16",
+      )
+  )
   config.update(overrides)
   return config
 
@@ -309,22 +336,37 @@ def test_model_from_config_sets_every_field():
       _model_config(), num_buckets=512, num_classes=3, max_sentences=20
   )
   assert model == models.SegmentationModel(
-      num_buckets=512, num_classes=3, embed_dim=24, hidden_dim=32,
-      num_layers=3, num_heads=2, mlp_dim=48, dropout_rate=0.3,
-      sentence_encoder="pool", sentence_layers=1, document_encoder="bilstm",
-      max_sentences=20, cohesion_window=4, dtype=jnp.bfloat16,
+      num_buckets=512,
+      num_classes=3,
+      embed_dim=24,
+      hidden_dim=32,
+      num_layers=3,
+      num_heads=2,
+      mlp_dim=48,
+      dropout_rate=0.3,
+      sentence_encoder="pool",
+      sentence_layers=1,
+      document_encoder="bilstm",
+      max_sentences=20,
+      cohesion_window=4,
+      dtype=jnp.bfloat16,
   )
 
 
-@pytest.mark.parametrize("key,value,choices", [
-    ("sentence_encoder", "cnn", "pool, transformer"),
-    ("document_encoder", "gru", "transformer, bilstm"),
-    ("dtype", "float16", "float32, bfloat16"),
-])
+@pytest.mark.parametrize(
+    "key,value,choices",
+    [
+        ("sentence_encoder", "cnn", "pool, transformer"),
+        ("document_encoder", "gru", "transformer, bilstm"),
+        ("dtype", "float16", "float32, bfloat16"),
+    ],
+)
 def test_model_from_config_names_a_bad_key_and_the_choices(key, value, choices):
   with pytest.raises(ValueError, match=f"model.{key}.*{value}.*{choices}"):
     models.model_from_config(
-        _model_config(**{key: value}), num_buckets=64, num_classes=2,
+        _model_config(**{key: value}),
+        num_buckets=64,
+        num_classes=2,
         max_sentences=8,
     )
 

@@ -9,23 +9,44 @@ import time
 
 import pytest
 
-from e2e_helpers import (REPO, cli, cli_env, read_events, train_command,
-                         train_flags, train_losses)
+from e2e_helpers import (
+    REPO,
+    cli,
+    cli_env,
+    read_events,
+    train_command,
+    train_flags,
+    train_losses,
+)
 
 pytestmark = pytest.mark.slow
-STEPS = ["--config.train.num_steps=6", "--config.train.log_every=1",
-         "--config.train.eval_every=6", "--config.optim.learning_rate=3e-4"]
+STEPS = [
+    "--config.train.num_steps=6",
+    "--config.train.log_every=1",
+    "--config.train.eval_every=6",
+    "--config.optim.learning_rate=3e-4",
+]
 
 
 def launch_local(workdir, *args, num_processes=2, devices_per_process=2):
   return subprocess.run(
-      [sys.executable, "tools/launch_local.py",
-       f"--num_processes={num_processes}",
-       f"--devices_per_process={devices_per_process}",
-       f"--log_dir={workdir}_logs", "--",
-       *train_flags("--config=configs/boundary.py", f"--workdir={workdir}",
-                    *args)],
-      capture_output=True, text=True, cwd=REPO, timeout=900, check=False)
+      [
+          sys.executable,
+          "tools/launch_local.py",
+          f"--num_processes={num_processes}",
+          f"--devices_per_process={devices_per_process}",
+          f"--log_dir={workdir}_logs",
+          "--",
+          *train_flags(
+              "--config=configs/boundary.py", f"--workdir={workdir}", *args
+          ),
+      ],
+      capture_output=True,
+      text=True,
+      cwd=REPO,
+      timeout=900,
+      check=False,
+  )
 
 
 def dev_event(workdir):
@@ -37,8 +58,12 @@ def test_two_processes_of_two_devices_match_one_process_of_four(tmp_path):
   logs = "".join(p.read_text() for p in (tmp_path / "pod_logs").iterdir())
   assert pod.returncode == 0, pod.stdout + logs[-3000:]
   assert "2 process(es), 4 device(s) (2 local)" in logs
-  single = cli("--config=configs/boundary.py", f"--workdir={tmp_path / 'one'}",
-               *STEPS, devices=4)
+  single = cli(
+      "--config=configs/boundary.py",
+      f"--workdir={tmp_path / 'one'}",
+      *STEPS,
+      devices=4,
+  )
   assert single.returncode == 0, single.stderr[-3000:]
 
   pod_losses = train_losses(read_events(tmp_path / "pod"))
@@ -50,16 +75,22 @@ def test_two_processes_of_two_devices_match_one_process_of_four(tmp_path):
   for key in ("val_pk", "val_window_diff", "val_boundary_f1", "val_loss"):
     assert pod_dev[key] == pytest.approx(one_dev[key], rel=1e-4, abs=1e-6), key
   # Only process 0 writes metrics: one event per step, not two.
-  steps = [e["step"] for e in read_events(tmp_path / "pod") if "train_loss" in e]
+  steps = [
+      e["step"] for e in read_events(tmp_path / "pod") if "train_loss" in e
+  ]
   assert steps == list(range(1, 7))
 
 
 def test_pmap_and_shard_map_give_the_same_losses(tmp_path):
   runs = {}
   for mode in ("pmap", "shard_map"):
-    result = cli("--config=configs/boundary.py",
-                 f"--workdir={tmp_path / mode}", *STEPS,
-                 f"--config.parallel.mode={mode}", devices=4)
+    result = cli(
+        "--config=configs/boundary.py",
+        f"--workdir={tmp_path / mode}",
+        *STEPS,
+        f"--config.parallel.mode={mode}",
+        devices=4,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     runs[mode] = train_losses(read_events(tmp_path / mode))
   assert sorted(runs["pmap"]) == list(range(1, 7))
@@ -69,10 +100,18 @@ def test_pmap_and_shard_map_give_the_same_losses(tmp_path):
 
 def start_training(workdir, *args, devices=2):
   return subprocess.Popen(
-      train_command("--config=configs/boundary.py", f"--workdir={workdir}",
-                    "--config.train.log_every=1", *args),
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-      env=cli_env(devices))
+      train_command(
+          "--config=configs/boundary.py",
+          f"--workdir={workdir}",
+          "--config.train.log_every=1",
+          *args,
+      ),
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+      cwd=REPO,
+      env=cli_env(devices),
+  )
 
 
 def wait_for_step(workdir, step, process, timeout=300):
@@ -94,9 +133,12 @@ def checkpoint_steps(workdir):
 
 def test_sigterm_saves_exits_zero_and_resumes(tmp_path):
   workdir = tmp_path / "run"
-  process = start_training(workdir, "--config.train.num_steps=400",
-                           "--config.train.checkpoint_every=1000",
-                           "--config.train.eval_every=1000")
+  process = start_training(
+      workdir,
+      "--config.train.num_steps=400",
+      "--config.train.checkpoint_every=1000",
+      "--config.train.eval_every=1000",
+  )
   wait_for_step(workdir, 3, process)
   process.send_signal(signal.SIGTERM)
   _, stderr = process.communicate(timeout=300)
@@ -105,22 +147,34 @@ def test_sigterm_saves_exits_zero_and_resumes(tmp_path):
   saved = checkpoint_steps(workdir)
   assert len(saved) == 1 and 3 <= saved[0] < 400
 
-  resumed = cli("--config=configs/boundary.py", f"--workdir={workdir}",
-                f"--config.train.num_steps={saved[0] + 2}",
-                "--config.train.log_every=1",
-                "--config.train.checkpoint_every=1000",
-                "--config.train.eval_every=1000", devices=2)
+  resumed = cli(
+      "--config=configs/boundary.py",
+      f"--workdir={workdir}",
+      f"--config.train.num_steps={saved[0] + 2}",
+      "--config.train.log_every=1",
+      "--config.train.checkpoint_every=1000",
+      "--config.train.eval_every=1000",
+      devices=2,
+  )
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert f"Resuming from step {saved[0]}" in resumed.stderr
   assert max(train_losses(read_events(workdir))) == saved[0] + 2
 
 
 def test_sigkill_then_rerun_matches_an_uninterrupted_run(tmp_path):
-  common = ["--config.train.num_steps=12", "--config.train.checkpoint_every=3",
-            "--config.train.eval_every=1000", "--config.optim.decay_steps=12"]
-  straight = cli("--config=configs/boundary.py",
-                 f"--workdir={tmp_path / 'straight'}",
-                 "--config.train.log_every=1", *common, devices=2)
+  common = [
+      "--config.train.num_steps=12",
+      "--config.train.checkpoint_every=3",
+      "--config.train.eval_every=1000",
+      "--config.optim.decay_steps=12",
+  ]
+  straight = cli(
+      "--config=configs/boundary.py",
+      f"--workdir={tmp_path / 'straight'}",
+      "--config.train.log_every=1",
+      *common,
+      devices=2,
+  )
   assert straight.returncode == 0, straight.stderr[-3000:]
 
   workdir = tmp_path / "killed"
@@ -130,19 +184,30 @@ def test_sigkill_then_rerun_matches_an_uninterrupted_run(tmp_path):
   process.communicate()
   last_saved = checkpoint_steps(workdir)[-1]
   assert 3 <= last_saved < 12
-  rerun = cli("--config=configs/boundary.py", f"--workdir={workdir}",
-              "--config.train.log_every=1", *common, devices=2)
+  rerun = cli(
+      "--config=configs/boundary.py",
+      f"--workdir={workdir}",
+      "--config.train.log_every=1",
+      *common,
+      devices=2,
+  )
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   assert f"Resuming from step {last_saved}" in rerun.stderr
   assert train_losses(read_events(workdir)) == train_losses(
-      read_events(tmp_path / "straight"))
+      read_events(tmp_path / "straight")
+  )
 
 
 def test_half_written_checkpoint_is_never_restored(tmp_path):
   workdir = tmp_path / "run"
-  first = cli("--config=configs/boundary.py", f"--workdir={workdir}",
-              "--config.train.num_steps=2", "--config.train.eval_every=1000",
-              "--config.train.checkpoint_every=1", devices=2)
+  first = cli(
+      "--config=configs/boundary.py",
+      f"--workdir={workdir}",
+      "--config.train.num_steps=2",
+      "--config.train.eval_every=1000",
+      "--config.train.checkpoint_every=1",
+      devices=2,
+  )
   assert first.returncode == 0, first.stderr[-3000:]
   # What a save killed mid-write leaves: orbax's temporary folder for step 5,
   # with a truncated state file.
@@ -151,9 +216,14 @@ def test_half_written_checkpoint_is_never_restored(tmp_path):
   for file in (partial / "state").rglob("*"):
     if file.is_file():
       file.write_bytes(file.read_bytes()[:7])
-  rerun = cli("--config=configs/boundary.py", f"--workdir={workdir}",
-              "--config.train.num_steps=4", "--config.train.eval_every=1000",
-              "--config.train.checkpoint_every=1", devices=2)
+  rerun = cli(
+      "--config=configs/boundary.py",
+      f"--workdir={workdir}",
+      "--config.train.num_steps=4",
+      "--config.train.eval_every=1000",
+      "--config.train.checkpoint_every=1",
+      devices=2,
+  )
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   assert "Resuming from step 2" in rerun.stderr
   assert checkpoint_steps(workdir)[-1] == 4
@@ -163,14 +233,27 @@ def test_sigterm_stops_every_process_at_the_same_step(tmp_path):
   """Preemption of a 2-process job: orbax's sync point picks one step."""
   workdir = tmp_path / "pod"
   launcher = subprocess.Popen(
-      [sys.executable, "tools/launch_local.py", "--num_processes=2",
-       "--devices_per_process=1", f"--log_dir={tmp_path / 'logs'}", "--",
-       *train_flags("--config=configs/boundary.py", f"--workdir={workdir}",
-                    "--config.train.num_steps=400",
-                    "--config.train.log_every=1",
-                    "--config.train.eval_every=1000",
-                    "--config.train.checkpoint_every=1000")],
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+      [
+          sys.executable,
+          "tools/launch_local.py",
+          "--num_processes=2",
+          "--devices_per_process=1",
+          f"--log_dir={tmp_path / 'logs'}",
+          "--",
+          *train_flags(
+              "--config=configs/boundary.py",
+              f"--workdir={workdir}",
+              "--config.train.num_steps=400",
+              "--config.train.log_every=1",
+              "--config.train.eval_every=1000",
+              "--config.train.checkpoint_every=1000",
+          ),
+      ],
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+      cwd=REPO,
+  )
   wait_for_step(workdir, 3, launcher)
   launcher.send_signal(signal.SIGTERM)
   stdout, stderr = launcher.communicate(timeout=300)

@@ -14,14 +14,16 @@ from e2e_helpers import load_tool
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 TOOL = REPO_ROOT / "tools" / "prepare_wikipedia.py"
 # CI clones the repository elsewhere and lays shared/ beside it.
-EXCERPT = (REPO_ROOT.parent / "shared" / "data" /
-           "enwiki-latest-pages-articles1.xml-p000000010p000030302-"
-           "shortened.bz2")
+EXCERPT = (
+    REPO_ROOT.parent
+    / "shared"
+    / "data"
+    / "enwiki-latest-pages-articles1.xml-p000000010p000030302-"
+    "shortened.bz2"
+)
 HEADER = re.compile(r"^========,([1-9]\d*),(.+)\.$")
 MARKUP_RESIDUE = ("{{", "}}", "[[", "]]", "<ref", "'''", "{|", "|}")
 SPLITS = ("train", "dev", "test")
-
-
 
 
 pw = load_tool("prepare_wikipedia")
@@ -29,15 +31,20 @@ pw = load_tool("prepare_wikipedia")
 
 def _run(input_path, output, *flags):
   """Runs the tool in-process; returns its exit code."""
-  return pw.main(["--input", str(input_path), "--output", str(output),
-                  *map(str, flags)])
+  return pw.main(
+      ["--input", str(input_path), "--output", str(output), *map(str, flags)]
+  )
 
 
 def _articles(output):
   """Maps split -> {file name: text} for a converted folder."""
-  return {split: {p.name: p.read_text(encoding="utf-8")
-                  for p in sorted((output / split).iterdir())}
-          for split in SPLITS}
+  return {
+      split: {
+          p.name: p.read_text(encoding="utf-8")
+          for p in sorted((output / split).iterdir())
+      }
+      for split in SPLITS
+  }
 
 
 def _segments(text):
@@ -58,14 +65,30 @@ def _segments(text):
 
 _TINY_PAGES = {
     1: ("Old name", 0, '<redirect title="Alpha" />', "#REDIRECT [[Alpha]]"),
-    2: ("Thing (disambiguation)", 0, "",
-        "'''Thing''' may refer to:\n* [[Thing (band)]]\n* [[Thing (film)]]"),
-    3: ("Beta", 0, "",
-        "'''Beta''' may be a letter.\n* [[Beta (letter)]]\n{{disambig}}"),
-    4: ("Talk:Alpha", 1, "",
+    2: (
+        "Thing (disambiguation)",
+        0,
+        "",
+        "'''Thing''' may refer to:\n* [[Thing (band)]]\n* [[Thing (film)]]",
+    ),
+    3: (
+        "Beta",
+        0,
+        "",
+        "'''Beta''' may be a letter.\n* [[Beta (letter)]]\n{{disambig}}",
+    ),
+    4: (
+        "Talk:Alpha",
+        1,
+        "",
         "This talk page has prose. It has two sentences.\n== A ==\n"
-        "More prose is here. And here too.\n== B ==\nStill more. Yes."),
-    5: ("Alpha", 0, "", """\
+        "More prose is here. And here too.\n== B ==\nStill more. Yes.",
+    ),
+    5: (
+        "Alpha",
+        0,
+        "",
+        """\
         {{Infobox thing|name=Alpha}}
         '''Alpha''' is a [[test subject|subject]] of tests.<ref>A {{cite}}\
 </ref> It is used in [[software testing]].<ref name="b" />
@@ -94,10 +117,15 @@ It was ''rarely'' used.
         * [http://example.com Example]
         [[Category:Tests]]
         [[fr:Alpha]]
-        """),
-    6: ("Gamma", 0, "",
+        """,
+    ),
+    6: (
+        "Gamma",
+        0,
+        "",
         "Gamma is short. It has two sentences.\n== Only ==\n"
-        "One section follows. It also has two."),
+        "One section follows. It also has two.",
+    ),
 }
 
 
@@ -109,12 +137,16 @@ def _tiny_dump(path, namespace_version="0.11"):
     pages.append(
         f"<page><title>{title}</title><ns>{ns}</ns><id>{page_id}</id>"
         f"{redirect}<revision><id>{page_id}00</id>"
-        f'<text xml:space="preserve">{text}</text></revision></page>')
+        f'<text xml:space="preserve">{text}</text></revision></page>'
+    )
   path.write_text(
       f'<mediawiki xmlns="http://www.mediawiki.org/xml/export-'
       f'{namespace_version}/" version="{namespace_version}">\n'
-      "<siteinfo><sitename>Test</sitename></siteinfo>\n" +
-      "\n".join(pages) + "\n</mediawiki>\n", encoding="utf-8")
+      "<siteinfo><sitename>Test</sitename></siteinfo>\n"
+      + "\n".join(pages)
+      + "\n</mediawiki>\n",
+      encoding="utf-8",
+  )
   return path
 
 
@@ -143,25 +175,46 @@ def test_tiny_article_text(tiny):
       "========,2,Early years.\n"
       "In the early years, Alpha was small.\n"
       "It grew slowly.\n"
-      "It was rarely used.\n")
+      "It was rarely used.\n"
+  )
 
 
 def test_tiny_stats_count_each_rule(tiny):
   stats = json.loads((tiny / "stats.json").read_text(encoding="utf-8"))
   assert stats["pages_seen"] == 6
   assert stats["articles_written"] == 1
-  assert stats["skipped"] == {"redirect": 1, "disambiguation": 2,
-                              "namespace": 1, "too_few_segments": 1}
+  assert stats["skipped"] == {
+      "redirect": 1,
+      "disambiguation": 2,
+      "namespace": 1,
+      "too_few_segments": 1,
+  }
   # References (with its subsection) and External links; Short.
   assert stats["sections_dropped"] == {"reference_type": 2, "too_short": 1}
-  assert stats["splits"]["train"] == {"articles": 1, "segments": 3,
-                                      "sentences": 7}
+  assert stats["splits"]["train"] == {
+      "articles": 1,
+      "segments": 3,
+      "sentences": 7,
+  }
 
 
 def test_min_flags_change_what_is_kept(tmp_path):
   dump = _tiny_dump(tmp_path / "tiny.xml")
-  assert _run(dump, tmp_path / "out", "--dev_fraction", 0, "--test_fraction",
-              0, "--min_sentences", 1, "--min_segments", 2) == 0
+  assert (
+      _run(
+          dump,
+          tmp_path / "out",
+          "--dev_fraction",
+          0,
+          "--test_fraction",
+          0,
+          "--min_sentences",
+          1,
+          "--min_segments",
+          2,
+      )
+      == 0
+  )
   articles = _articles(tmp_path / "out")["train"]
   assert sorted(articles) == ["5", "6"]
   titles = [title for _, title, _ in _segments(articles["5"])]
@@ -170,11 +223,14 @@ def test_min_flags_change_what_is_kept(tmp_path):
 
 def test_xml_with_other_schema_version_and_bz2(tmp_path):
   import bz2  # pylint: disable=g-import-not-at-top
+
   plain = _tiny_dump(tmp_path / "tiny.xml", namespace_version="0.10")
   packed = tmp_path / "tiny.xml.bz2"
   packed.write_bytes(bz2.compress(plain.read_bytes()))
-  assert _run(packed, tmp_path / "out", "--dev_fraction", 0,
-              "--test_fraction", 0) == 0
+  assert (
+      _run(packed, tmp_path / "out", "--dev_fraction", 0, "--test_fraction", 0)
+      == 0
+  )
   assert sorted(_articles(tmp_path / "out")["train"]) == ["5"]
 
 
@@ -183,12 +239,21 @@ def test_xml_with_other_schema_version_and_bz2(tmp_path):
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("content, line", [
-    ('<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.11/">\n'
-     "<page><title>A</title>\n", 3),
-    ('<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.11/">\n'
-     "<page><title>A</page>\n</mediawiki>\n", 2),
-])
+@pytest.mark.parametrize(
+    "content, line",
+    [
+        (
+            '<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.11/">\n'
+            "<page><title>A</title>\n",
+            3,
+        ),
+        (
+            '<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.11/">\n'
+            "<page><title>A</page>\n</mediawiki>\n",
+            2,
+        ),
+    ],
+)
 def test_malformed_xml_names_file_and_line(tmp_path, capsys, content, line):
   dump = tmp_path / "broken.xml"
   dump.write_text(content, encoding="utf-8")
@@ -215,8 +280,18 @@ def test_corrupt_bz2_names_file(tmp_path, capsys):
 def test_missing_input_exits_nonzero_from_the_command_line(tmp_path):
   missing = tmp_path / "missing.xml.bz2"
   result = subprocess.run(
-      [sys.executable, str(TOOL), "--input", str(missing), "--output",
-       str(tmp_path / "out")], capture_output=True, text=True, check=False)
+      [
+          sys.executable,
+          str(TOOL),
+          "--input",
+          str(missing),
+          "--output",
+          str(tmp_path / "out"),
+      ],
+      capture_output=True,
+      text=True,
+      check=False,
+  )
   assert result.returncode != 0
   assert f"{missing}: no such file" in result.stderr
   assert not (tmp_path / "out").exists()
@@ -230,17 +305,24 @@ def test_non_empty_output_needs_overwrite(tmp_path, capsys):
   (output / "notes.txt").write_text("keep me\n", encoding="utf-8")
   assert _run(dump, output) != 0
   assert "--overwrite" in capsys.readouterr().err
-  assert _run(dump, output, "--overwrite", "--dev_fraction", 0,
-              "--test_fraction", 0) == 0
+  assert (
+      _run(
+          dump, output, "--overwrite", "--dev_fraction", 0, "--test_fraction", 0
+      )
+      == 0
+  )
   assert sorted(_articles(output)["train"]) == ["5"]
   assert (output / "notes.txt").read_text(encoding="utf-8") == "keep me\n"
 
 
-@pytest.mark.parametrize("flags", [
-    ("--dev_fraction", "0.6", "--test_fraction", "0.6"),
-    ("--dev_fraction", "-0.1"),
-    ("--min_segments", "-1"),
-])
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ("--dev_fraction", "0.6", "--test_fraction", "0.6"),
+        ("--dev_fraction", "-0.1"),
+        ("--min_segments", "-1"),
+    ],
+)
 def test_bad_flags_exit_nonzero(tmp_path, flags):
   with pytest.raises(SystemExit) as exit_info:
     pw.main(["--input", "x.xml", "--output", str(tmp_path), *flags])
@@ -261,16 +343,20 @@ def test_split_of_is_stable_and_follows_fractions():
   assert {pw.split_of(i, 0.0, 1.0) for i in range(100)} == {"test"}
 
 
-@pytest.mark.parametrize("title, text, expected", [
-    ("Mercury (disambiguation)", "Mercury may be:", True),
-    ("Mercury", "Mercury may be:\n{{Disambiguation|geo}}", True),
-    ("Mercury", "x\n{{dab}}", True),
-    ("Mercury", "x\n{{Set index article}}", True),
-    ("Mercury", "x\n{{hospital disambiguation}}", True),
-    ("Mercury", "Mercury is a planet.{{Infobox planet}}", False),
-])
+@pytest.mark.parametrize(
+    "title, text, expected",
+    [
+        ("Mercury (disambiguation)", "Mercury may be:", True),
+        ("Mercury", "Mercury may be:\n{{Disambiguation|geo}}", True),
+        ("Mercury", "x\n{{dab}}", True),
+        ("Mercury", "x\n{{Set index article}}", True),
+        ("Mercury", "x\n{{hospital disambiguation}}", True),
+        ("Mercury", "Mercury is a planet.{{Infobox planet}}", False),
+    ],
+)
 def test_is_disambiguation(title, text, expected):
   import mwparserfromhell  # pylint: disable=g-import-not-at-top
+
   assert pw.is_disambiguation(title, mwparserfromhell.parse(text)) is expected
 
 
@@ -286,8 +372,10 @@ _FEW, _MORE = 10, 25
 def fixture_excerpt_runs(tmp_path_factory):
   """Converts the first articles of the excerpt: twice the same, once more."""
   if not EXCERPT.is_file():
-    pytest.skip(f"real dump excerpt not found at {EXCERPT} (it lives in "
-                "shared/data beside the repository)")
+    pytest.skip(
+        f"real dump excerpt not found at {EXCERPT} (it lives in "
+        "shared/data beside the repository)"
+    )
   root = tmp_path_factory.mktemp("excerpt")
   runs = {}
   for name, count in (("first", _FEW), ("again", _FEW), ("more", _MORE)):
@@ -323,7 +411,10 @@ def test_excerpt_respects_minimums(excerpt_runs):
       assert len(segments) >= 3, name
       assert all(len(sentences) >= 2 for _, _, sentences in segments), name
       assert not {t.lower() for _, t, _ in segments} & {
-          "references", "external links", "see also"}, name
+          "references",
+          "external links",
+          "see also",
+      }, name
 
 
 def test_excerpt_stats_match_files(excerpt_runs):
@@ -343,8 +434,9 @@ def test_excerpt_stats_match_files(excerpt_runs):
 
 def test_excerpt_is_deterministic(excerpt_runs):
   assert _articles(excerpt_runs["first"]) == _articles(excerpt_runs["again"])
-  assert ((excerpt_runs["first"] / "stats.json").read_bytes() ==
-          (excerpt_runs["again"] / "stats.json").read_bytes())
+  assert (excerpt_runs["first"] / "stats.json").read_bytes() == (
+      excerpt_runs["again"] / "stats.json"
+  ).read_bytes()
 
 
 def test_excerpt_split_depends_on_id_only(excerpt_runs):

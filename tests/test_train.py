@@ -10,8 +10,14 @@ from segjax import trainer as train
 
 @pytest.mark.slow
 def test_training_learns_and_writes_every_output(tmp_path):
-  config = tiny_config(**{"train.num_steps": 24, "train.log_every": 4,
-                          "train.eval_every": 12, "train.checkpoint_every": 12})
+  config = tiny_config(
+      **{
+          "train.num_steps": 24,
+          "train.log_every": 4,
+          "train.eval_every": 12,
+          "train.checkpoint_every": 12,
+      }
+  )
   results = train.train_and_evaluate(config, tmp_path)
 
   events = read_events(tmp_path)
@@ -19,40 +25,65 @@ def test_training_learns_and_writes_every_output(tmp_path):
   assert sorted(losses) == [4, 8, 12, 16, 20, 24]
   assert losses[24] < losses[4], losses
   train_event = next(e for e in events if "train_loss" in e)
-  for key in ("train_ce", "train_entropy", "train_boundary_ce",
-              "train_consistency", "train_confidence_penalty",
-              "train_boundary_fraction", "grad_norm", "learning_rate",
-              "steps_per_second", "skipped_steps"):
+  for key in (
+      "train_ce",
+      "train_entropy",
+      "train_boundary_ce",
+      "train_consistency",
+      "train_confidence_penalty",
+      "train_boundary_fraction",
+      "grad_norm",
+      "learning_rate",
+      "steps_per_second",
+      "skipped_steps",
+  ):
     assert key in train_event, key
   evals = [e for e in events if "val_pk" in e]
   assert [e["step"] for e in evals] == [12, 24]
-  for key in ("val_loss", "val_boundary_f1", "val_pk", "val_window_diff",
-              "val_complete_segments", "val_macro_f1", "val_ece",
-              "val_threshold"):
+  for key in (
+      "val_loss",
+      "val_boundary_f1",
+      "val_pk",
+      "val_window_diff",
+      "val_complete_segments",
+      "val_macro_f1",
+      "val_ece",
+      "val_threshold",
+  ):
     assert evals[-1][key] is not None, key
   assert 0.0 <= evals[-1]["val_pk"] <= 1.0
   assert 0.0 < results["test_pk"] <= 1.0
 
   saved = json.loads((tmp_path / "config.json").read_text())
   assert saved["loss"]["type"] == "boundary_aware"
-  steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()
-                 if p.name.isdigit())
+  steps = sorted(
+      int(p.name)
+      for p in (tmp_path / "checkpoints").iterdir()
+      if p.name.isdigit()
+  )
   assert steps == [12, 24]
   assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
 
 
 @pytest.mark.slow
 def test_resume_continues_exactly(tmp_path):
-  fixed = {"train.log_every": 1, "train.eval_every": 100,
-           "train.checkpoint_every": 4, "optim.decay_steps": 8}
+  fixed = {
+      "train.log_every": 1,
+      "train.eval_every": 100,
+      "train.checkpoint_every": 4,
+      "optim.decay_steps": 8,
+  }
   straight = tmp_path / "straight"
-  train.train_and_evaluate(tiny_config(**fixed, **{"train.num_steps": 8}),
-                           straight)
+  train.train_and_evaluate(
+      tiny_config(**fixed, **{"train.num_steps": 8}), straight
+  )
   resumed = tmp_path / "resumed"
-  train.train_and_evaluate(tiny_config(**fixed, **{"train.num_steps": 4}),
-                           resumed)
-  train.train_and_evaluate(tiny_config(**fixed, **{"train.num_steps": 8}),
-                           resumed)
+  train.train_and_evaluate(
+      tiny_config(**fixed, **{"train.num_steps": 4}), resumed
+  )
+  train.train_and_evaluate(
+      tiny_config(**fixed, **{"train.num_steps": 8}), resumed
+  )
   expected = train_losses(read_events(straight))
   got = train_losses(read_events(resumed))
   assert sorted(got) == list(range(1, 9))
@@ -64,9 +95,13 @@ def test_four_devices_match_one_device(tmp_path):
   # A small learning rate: Adam turns float-reordering noise in near-zero
   # gradients into full-size steps (the gradient itself is tested exactly,
   # with SGD, in test_train_step_gradient_does_not_depend_on_device_count).
-  args = ["--config=configs/boundary.py", "--config.train.num_steps=6",
-          "--config.train.log_every=1", "--config.train.eval_every=6",
-          "--config.optim.learning_rate=3e-4"]
+  args = [
+      "--config=configs/boundary.py",
+      "--config.train.num_steps=6",
+      "--config.train.log_every=1",
+      "--config.train.eval_every=6",
+      "--config.optim.learning_rate=3e-4",
+  ]
   one = cli(*args, f"--workdir={tmp_path / 'one'}", devices=1)
   assert one.returncode == 0, one.stderr[-3000:]
   four = cli(*args, f"--workdir={tmp_path / 'four'}", devices=4)
@@ -79,20 +114,25 @@ def test_four_devices_match_one_device(tmp_path):
     assert four_losses[step] == pytest.approx(loss, rel=1e-4), step
   val = lambda d: next(e for e in read_events(d) if "val_pk" in e)
   assert val(tmp_path / "four")["val_pk"] == pytest.approx(
-      val(tmp_path / "one")["val_pk"], abs=1e-3)
+      val(tmp_path / "one")["val_pk"], abs=1e-3
+  )
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--config.train.batch_size=-4"], "train.batch_size=-4"),
-    (["--config.loss.boundary_weight=0.5"], "loss.boundary_weight=0.5"),
-    (["--config.model.document_encoder=gru"], "document_encoder"),
-    (["--config.data.source=mystery"], "data.source='mystery'"),
-    (["--config.loss.focal_gamma=2.0"], "focal_gamma"),
-    (["--config.train.batch_size=6"], "does not split over 4 devices"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--config.train.batch_size=-4"], "train.batch_size=-4"),
+        (["--config.loss.boundary_weight=0.5"], "loss.boundary_weight=0.5"),
+        (["--config.model.document_encoder=gru"], "document_encoder"),
+        (["--config.data.source=mystery"], "data.source='mystery'"),
+        (["--config.loss.focal_gamma=2.0"], "focal_gamma"),
+        (["--config.train.batch_size=6"], "does not split over 4 devices"),
+    ],
+)
 def test_bad_configs_exit_nonzero_naming_the_key(tmp_path, args, message):
-  result = cli("--config=configs/boundary.py", f"--workdir={tmp_path}", *args,
-               devices=4)
+  result = cli(
+      "--config=configs/boundary.py", f"--workdir={tmp_path}", *args, devices=4
+  )
   assert result.returncode != 0
   assert message in result.stderr, result.stderr[-2000:]
   assert "Traceback" not in result.stderr
@@ -102,10 +142,14 @@ def test_malformed_data_file_names_file_and_line(tmp_path):
   for split in ("train", "dev", "test"):
     (tmp_path / "data" / split).mkdir(parents=True)
     (tmp_path / "data" / split / "doc1").write_text(
-        "========,1,preface.\nFirst sentence.\n========,x,Broken.\nMore.\n")
-  result = cli("--config=configs/boundary.py", f"--workdir={tmp_path / 'w'}",
-               "--config.data.source=wiki727k",
-               f"--config.data.path={tmp_path / 'data'}")
+        "========,1,preface.\nFirst sentence.\n========,x,Broken.\nMore.\n"
+    )
+  result = cli(
+      "--config=configs/boundary.py",
+      f"--workdir={tmp_path / 'w'}",
+      "--config.data.source=wiki727k",
+      f"--config.data.path={tmp_path / 'data'}",
+  )
   assert result.returncode != 0
   assert "doc1:3" in result.stderr, result.stderr[-2000:]
 
@@ -125,19 +169,30 @@ def test_train_step_gradient_does_not_depend_on_device_count(mode):
   from segjax import data, losses, models, parallel  # pylint: disable=g-import-not-at-top
 
   config = tiny_config()
-  model = models.model_from_config(config.model,
-                                   num_buckets=config.data.num_buckets,
-                                   num_classes=2,
-                                   max_sentences=config.data.max_sentences)
+  model = models.model_from_config(
+      config.model,
+      num_buckets=config.data.num_buckets,
+      num_classes=2,
+      max_sentences=config.data.max_sentences,
+  )
   tx = optax.apply_if_finite(optax.sgd(1.0), max_consecutive_errors=10)
   host_state = train.create_train_state(config, model, tx)
   docs = data.pydoc_documents("train", num_documents=16)
-  batch = next(data.make_train_iterator(
-      docs, data.Tokenizer.from_config(config.data), global_batch_size=8,
-      max_sentences=config.data.max_sentences, seed=0))
-  step = functools.partial(train.train_step, model=model,
-                           loss_fn=losses.create_loss(config.loss),
-                           schedule=lambda count: 1.0)
+  batch = next(
+      data.make_train_iterator(
+          docs,
+          data.Tokenizer.from_config(config.data),
+          global_batch_size=8,
+          max_sentences=config.data.max_sentences,
+          seed=0,
+      )
+  )
+  step = functools.partial(
+      train.train_step,
+      model=model,
+      loss_fn=losses.create_loss(config.loss),
+      schedule=lambda count: 1.0,
+  )
 
   def one_step(num_devices):
     devices = jax.local_devices()[:num_devices]
@@ -145,87 +200,138 @@ def test_train_step_gradient_does_not_depend_on_device_count(mode):
       mapped = jax.pmap(step, axis_name=parallel.AXIS, devices=devices)
       state = flax.jax_utils.replicate(host_state, devices=devices)
       sharded = jax.tree.map(
-          lambda x: x.reshape(num_devices, -1, *x.shape[1:]), batch)
+          lambda x: x.reshape(num_devices, -1, *x.shape[1:]), batch
+      )
       new_state, metrics = mapped(state, sharded)
-      return jax.tree.map(lambda x: np.asarray(x[0]), (new_state.params,
-                                                        metrics["train_loss"]))
-    mesh = jax.sharding.Mesh(np.array(devices), (parallel.AXIS,),
-                             axis_types=(jax.sharding.AxisType.Auto,))
+      return jax.tree.map(
+          lambda x: np.asarray(x[0]), (new_state.params, metrics["train_loss"])
+      )
+    mesh = jax.sharding.Mesh(
+        np.array(devices),
+        (parallel.AXIS,),
+        axis_types=(jax.sharding.AxisType.Auto,),
+    )
     P = jax.sharding.PartitionSpec  # pylint: disable=invalid-name
-    mapped = jax.jit(jax.shard_map(step, mesh=mesh, in_specs=(P(), P("batch")),
-                                   out_specs=(P(), P())))
+    mapped = jax.jit(
+        jax.shard_map(
+            step, mesh=mesh, in_specs=(P(), P("batch")), out_specs=(P(), P())
+        )
+    )
     new_state, metrics = mapped(host_state, batch)
     return jax.tree.map(np.asarray, (new_state.params, metrics["train_loss"]))
 
   params_1, loss_1 = one_step(1)
   params_4, loss_4 = one_step(4)
   np.testing.assert_allclose(loss_4, loss_1, rtol=1e-6)
-  moved = jax.tree.map(lambda a, b: np.abs(a - b).max(), params_1,
-                       host_state.params)
+  moved = jax.tree.map(
+      lambda a, b: np.abs(a - b).max(), params_1, host_state.params
+  )
   assert max(jax.tree.leaves(moved)) > 1e-3  # the step did something
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
-                                                       atol=1e-6),
-               params_4, params_1)
+  jax.tree.map(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+      params_4,
+      params_1,
+  )
 
 
 @pytest.fixture(scope="module")
 def trained_workdir(tmp_path_factory):
   """A tiny finished run, shared by the evaluate and segment tests."""
   workdir = tmp_path_factory.mktemp("trained")
-  train.train_and_evaluate(tiny_config(**{
-      "train.num_steps": 8, "train.eval_every": 4,
-      "train.checkpoint_every": 4}), workdir)
+  train.train_and_evaluate(
+      tiny_config(
+          **{
+              "train.num_steps": 8,
+              "train.eval_every": 4,
+              "train.checkpoint_every": 4,
+          }
+      ),
+      workdir,
+  )
   return workdir
 
 
 @pytest.mark.slow
 def test_evaluate_prints_every_metric_of_the_best_checkpoint(trained_workdir):
-  result = run_module("segjax.evaluate", f"--workdir={trained_workdir}",
-                      "--split=test", "--format=json")
+  result = run_module(
+      "segjax.evaluate",
+      f"--workdir={trained_workdir}",
+      "--split=test",
+      "--format=json",
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   scores = json.loads(result.stdout)
-  for key in ("pk", "window_diff", "boundary_f1", "complete_segments",
-              "macro_f1", "ece", "threshold"):
+  for key in (
+      "pk",
+      "window_diff",
+      "boundary_f1",
+      "complete_segments",
+      "macro_f1",
+      "ece",
+      "threshold",
+  ):
     assert isinstance(scores[key], float), key
-  best = next(e for e in reversed(read_events(trained_workdir))
-              if "test_pk" in e)
+  best = next(
+      e for e in reversed(read_events(trained_workdir)) if "test_pk" in e
+  )
   # The same checkpoint, threshold and documents as the trainer's own test
   # evaluation give the same numbers.
   assert scores["step"] == best["best_step"]
   assert scores["pk"] == pytest.approx(best["test_pk"], abs=1e-6)
   assert scores["threshold"] == pytest.approx(best["test_threshold"])
-  table = run_module("segjax.evaluate", f"--workdir={trained_workdir}",
-                     "--split=dev")
+  table = run_module(
+      "segjax.evaluate", f"--workdir={trained_workdir}", "--split=dev"
+  )
   assert table.returncode == 0 and "window_diff" in table.stdout
 
 
 @pytest.mark.slow
 def test_segment_splits_raw_text_at_predicted_boundaries(trained_workdir):
-  text = ("The cat sat on the mat. It was warm there.\n\n"
-          "Stocks fell sharply today. Investors were worried.\n")
-  result = run_module("segjax.segment", f"--workdir={trained_workdir}",
-                      "--format=json", "--threshold=0.0", "-", stdin=text)
+  text = (
+      "The cat sat on the mat. It was warm there.\n\n"
+      "Stocks fell sharply today. Investors were worried.\n"
+  )
+  result = run_module(
+      "segjax.segment",
+      f"--workdir={trained_workdir}",
+      "--format=json",
+      "--threshold=0.0",
+      "-",
+      stdin=text,
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   out = json.loads(result.stdout)
-  assert out["sentences"] == ["The cat sat on the mat.", "It was warm there.",
-                              "Stocks fell sharply today.",
-                              "Investors were worried."]
+  assert out["sentences"] == [
+      "The cat sat on the mat.",
+      "It was warm there.",
+      "Stocks fell sharply today.",
+      "Investors were worried.",
+  ]
   assert len(out["boundary_probabilities"]) == 4
   # Threshold 0: a cut after every sentence.
   assert out["segments"] == [[s] for s in out["sentences"]]
-  plain = run_module("segjax.segment", f"--workdir={trained_workdir}",
-                     "--one_per_line", "--threshold=1.0", "-", stdin=text)
+  plain = run_module(
+      "segjax.segment",
+      f"--workdir={trained_workdir}",
+      "--one_per_line",
+      "--threshold=1.0",
+      "-",
+      stdin=text,
+  )
   assert plain.returncode == 0, plain.stderr[-3000:]
   assert "==========" not in plain.stdout
   assert plain.stdout.splitlines()[0] == (
-      "The cat sat on the mat. It was warm there.")
+      "The cat sat on the mat. It was warm there."
+  )
 
 
-@pytest.mark.parametrize("module, args", [("segjax.evaluate", []),
-                                          ("segjax.segment", ["-"])])
+@pytest.mark.parametrize(
+    "module, args", [("segjax.evaluate", []), ("segjax.segment", ["-"])]
+)
 def test_segment_and_evaluate_name_a_missing_workdir(tmp_path, module, args):
-  result = run_module(module, f"--workdir={tmp_path / 'nothing'}", *args,
-                      stdin="One sentence.")
+  result = run_module(
+      module, f"--workdir={tmp_path / 'nothing'}", *args, stdin="One sentence."
+  )
   assert result.returncode != 0
   assert "nothing" in result.stderr and "Traceback" not in result.stderr
 
@@ -238,16 +344,23 @@ def test_a_non_finite_gradient_skips_the_update():
   from segjax import data, losses, models, parallel  # pylint: disable=g-import-not-at-top
 
   config = tiny_config()
-  model = models.model_from_config(config.model,
-                                   num_buckets=config.data.num_buckets,
-                                   num_classes=2,
-                                   max_sentences=config.data.max_sentences)
+  model = models.model_from_config(
+      config.model,
+      num_buckets=config.data.num_buckets,
+      num_classes=2,
+      max_sentences=config.data.max_sentences,
+  )
   tx, schedule = train.make_optimizer(config.optim, 10)
   state = train.create_train_state(config, model, tx)
-  batch = next(data.make_train_iterator(
-      data.pydoc_documents("train", num_documents=8),
-      data.Tokenizer.from_config(config.data), global_batch_size=4,
-      max_sentences=config.data.max_sentences, seed=0))
+  batch = next(
+      data.make_train_iterator(
+          data.pydoc_documents("train", num_documents=8),
+          data.Tokenizer.from_config(config.data),
+          global_batch_size=4,
+          max_sentences=config.data.max_sentences,
+          seed=0,
+      )
+  )
   good_loss = losses.create_loss(config.loss)
 
   def poisoned_loss(logits, labels, axis_name=None):
@@ -255,25 +368,35 @@ def test_a_non_finite_gradient_skips_the_update():
     return loss * jnp.nan, aux
 
   def step(loss_fn, state):
-    return jax.pmap(functools.partial(
-        train.train_step, model=model, loss_fn=loss_fn, schedule=schedule),
-                    axis_name=parallel.AXIS, devices=jax.local_devices()[:1])(
-                        jax.tree.map(lambda x: np.asarray(x)[None], state),
-                        jax.tree.map(lambda x: x[None], batch))
+    return jax.pmap(
+        functools.partial(
+            train.train_step, model=model, loss_fn=loss_fn, schedule=schedule
+        ),
+        axis_name=parallel.AXIS,
+        devices=jax.local_devices()[:1],
+    )(
+        jax.tree.map(lambda x: np.asarray(x)[None], state),
+        jax.tree.map(lambda x: x[None], batch),
+    )
 
   first = jax.tree.map(lambda x: np.asarray(x[0]), step(poisoned_loss, state))
   skipped_state, metrics = first
   assert int(metrics["skipped_steps"]) == 1
-  jax.tree.map(np.testing.assert_array_equal, skipped_state.params,
-               state.params)
+  jax.tree.map(
+      np.testing.assert_array_equal, skipped_state.params, state.params
+  )
   # The skipped step froze the optimizer's own count, whose schedule starts
   # at learning rate 0: the second good step is the first that moves.
   recovered = skipped_state
   for _ in range(2):
-    recovered, metrics = jax.tree.map(lambda x: np.asarray(x[0]),
-                                      step(good_loss, recovered))
+    recovered, metrics = jax.tree.map(
+        lambda x: np.asarray(x[0]), step(good_loss, recovered)
+    )
   assert int(metrics["skipped_steps"]) == 1
   assert np.isfinite(metrics["train_loss"])
-  changed = jax.tree.leaves(jax.tree.map(
-      lambda a, b: not np.array_equal(a, b), recovered.params, state.params))
+  changed = jax.tree.leaves(
+      jax.tree.map(
+          lambda a, b: not np.array_equal(a, b), recovered.params, state.params
+      )
+  )
   assert any(changed)

@@ -23,25 +23,39 @@ def tool():
 
 
 def test_every_config_and_variant_passes_every_check():
-  result = subprocess.run([sys.executable, str(TOOL)], capture_output=True,
-                          text=True, cwd=REPO, check=False, timeout=600)
+  result = subprocess.run(
+      [sys.executable, str(TOOL)],
+      capture_output=True,
+      text=True,
+      cwd=REPO,
+      check=False,
+      timeout=600,
+  )
   assert result.returncode == 0, result.stdout + result.stderr
   columns = result.stdout.splitlines()[0].split()
-  assert {"cross_entropy", "boundary", "boundary:aggressive",
-          "boundary:conservative", "boundary:imbalanced",
-          "boundary:calibration", "cross_entropy:imbalanced"} <= set(columns)
+  assert {
+      "cross_entropy",
+      "boundary",
+      "boundary:aggressive",
+      "boundary:conservative",
+      "boundary:imbalanced",
+      "boundary:calibration",
+      "cross_entropy:imbalanced",
+  } <= set(columns)
   assert "FAILED" not in result.stdout
   assert f"{7 * len(columns)} passed, 0 failed" in result.stdout
 
 
-def test_a_loss_that_ignores_boundary_weight_fails_sensitivity(tool,
-                                                               monkeypatch):
+def test_a_loss_that_ignores_boundary_weight_fails_sensitivity(
+    tool, monkeypatch
+):
   def without_boundary_weight(logits, labels, **kw):
     kw["boundary_weight"] = 1.0
     return losses.boundary_aware_loss(logits, labels, **kw)
 
-  monkeypatch.setitem(losses.LOSS_FUNCTIONS, "boundary_aware",
-                      without_boundary_weight)
+  monkeypatch.setitem(
+      losses.LOSS_FUNCTIONS, "boundary_aware", without_boundary_weight
+  )
   results = tool.run_checks("boundary", str(REPO / "configs" / "boundary.py"))
   assert results["forward"] is None
   assert "boundary_weight" in results["sensitivity"]
@@ -53,8 +67,9 @@ def test_a_loss_that_leaks_padding_fails_the_padding_check(tool, monkeypatch):
     return loss + 0.0 * logits.sum(), aux
 
   monkeypatch.setitem(losses.LOSS_FUNCTIONS, "cross_entropy", leaky)
-  results = tool.run_checks("cross_entropy",
-                            str(REPO / "configs" / "cross_entropy.py"))
+  results = tool.run_checks(
+      "cross_entropy", str(REPO / "configs" / "cross_entropy.py")
+  )
   assert "garbage nan" in results["padding"]
 
 
@@ -65,7 +80,8 @@ def test_a_config_that_does_not_load_fails_the_config_check(tool, tmp_path):
       "def get_config(arg=None):\n"
       "  c = ml_collections.ConfigDict()\n"
       "  c.loss = {'type': 'boundary_aware', 'num_classes': 2}\n"
-      "  return c\n")
+      "  return c\n"
+  )
   results = tool.run_checks("bad", str(bad))
   assert "loss.ignore_index is missing" in results["config"]
   table = tool.format_table({"bad": results})

@@ -30,17 +30,20 @@ IGNORE = -100
 def optax_masked_ce(logits, labels):
   valid = labels != IGNORE
   per_token = optax.softmax_cross_entropy_with_integer_labels(
-      logits, jnp.where(valid, labels, 0))
+      logits, jnp.where(valid, labels, 0)
+  )
   return jnp.sum(jnp.where(valid, per_token, 0.0)) / jnp.maximum(
-      jnp.sum(valid), 1)
+      jnp.sum(valid), 1
+  )
 
 
 def inputs(num_classes: int, seed: int = 0):
   rng = np.random.default_rng(seed)
   logits = rng.normal(size=(*SHAPE, num_classes)).astype(np.float32)
   # Segment-like labels: runs of a class, ~12% padding at the end of rows.
-  labels = np.repeat(rng.integers(0, num_classes, size=(SHAPE[0], SHAPE[1] // 8)),
-                     8, axis=1)
+  labels = np.repeat(
+      rng.integers(0, num_classes, size=(SHAPE[0], SHAPE[1] // 8)), 8, axis=1
+  )
   lengths = rng.integers(SHAPE[1] * 3 // 4, SHAPE[1] + 1, size=SHAPE[0])
   labels[np.arange(SHAPE[1])[None, :] >= lengths[:, None]] = IGNORE
   return jnp.asarray(logits), jnp.asarray(labels, jnp.int32)
@@ -52,13 +55,20 @@ def candidates(num_classes: int, module=losses):
   return {
       "optax CE (baseline)": optax_masked_ce,
       "cross_entropy (all terms)": lambda x, y: module.cross_entropy_loss(
-          x, y, label_smoothing=0.1, class_weights=weights,
-          entropy_lambda=0.01)[0],
+          x, y, label_smoothing=0.1, class_weights=weights, entropy_lambda=0.01
+      )[0],
       "boundary_aware (all terms)": lambda x, y: module.boundary_aware_loss(
-          x, y, label_smoothing=0.2, class_weights=weights,
-          entropy_lambda=0.01, boundary_weight=2.0, boundary_radius=1,
-          segment_consistency_lambda=0.05, conf_penalty_lambda=0.01,
-          conf_threshold=0.9)[0],
+          x,
+          y,
+          label_smoothing=0.2,
+          class_weights=weights,
+          entropy_lambda=0.01,
+          boundary_weight=2.0,
+          boundary_radius=1,
+          segment_consistency_lambda=0.05,
+          conf_penalty_lambda=0.01,
+          conf_threshold=0.9,
+      )[0],
   }
 
 
@@ -68,19 +78,31 @@ class Measurement(NamedTuple):
   page_faults: float  # minor page faults per call (the whole process)
 
 
-def measure(num_classes: int, repeats: int,
-            module=losses) -> dict[str, Measurement]:
+def measure(
+    num_classes: int, repeats: int, module=losses
+) -> dict[str, Measurement]:
   logits, labels = inputs(num_classes)
-  steps = {name: jax.jit(jax.value_and_grad(fn)).lower(logits, labels).compile()
-           for name, fn in candidates(num_classes, module).items()}
+  steps = {
+      name: jax.jit(jax.value_and_grad(fn)).lower(logits, labels).compile()
+      for name, fn in candidates(num_classes, module).items()
+  }
   for step in steps.values():
     jax.block_until_ready(step(logits, labels))
   result = bench_report.interleaved_calls(
-      {name: functools.partial(step, logits, labels)
-       for name, step in steps.items()}, repeats=repeats)
-  return {name: Measurement(
-      seconds, steps[name].memory_analysis().temp_size_in_bytes / 2**20, faults)
-          for name, (seconds, faults) in result.items()}
+      {
+          name: functools.partial(step, logits, labels)
+          for name, step in steps.items()
+      },
+      repeats=repeats,
+  )
+  return {
+      name: Measurement(
+          seconds,
+          steps[name].memory_analysis().temp_size_in_bytes / 2**20,
+          faults,
+      )
+      for name, (seconds, faults) in result.items()
+  }
 
 
 def main():
@@ -95,9 +117,11 @@ def main():
     result = measure(num_classes, args.repeats, module)
     base = result["optax CE (baseline)"].seconds
     for name, m in result.items():
-      rows.append(f"| {SHAPE[0]}x{SHAPE[1]}x{num_classes} | {name} | "
-                  f"{m.seconds * 1e3:.2f} ms | {m.seconds / base:.2f}x | "
-                  f"{m.temp_mib:.1f} MiB | {m.page_faults:,.0f} |")
+      rows.append(
+          f"| {SHAPE[0]}x{SHAPE[1]}x{num_classes} | {name} | "
+          f"{m.seconds * 1e3:.2f} ms | {m.seconds / base:.2f}x | "
+          f"{m.temp_mib:.1f} MiB | {m.page_faults:,.0f} |"
+      )
       print(rows[-1], flush=True)
   body = bench_report.table_section(
       "Losses: jitted forward + backward (`tools/bench_losses.py`)",
@@ -108,8 +132,16 @@ def main():
       "allocates for one call; page faults are the process's minor faults "
       "per call (a scratch buffer above glibc's 32 MiB mmap threshold is "
       "mapped afresh, and faulted in, on every call).",
-      ["shape [B, T, C]", "loss", "median", "vs optax CE", "XLA temp",
-       "page faults / call"], rows)
+      [
+          "shape [B, T, C]",
+          "loss",
+          "median",
+          "vs optax CE",
+          "XLA temp",
+          "page faults / call",
+      ],
+      rows,
+  )
   if not (args.no_write or args.losses):
     bench_report.write_section("bench_losses", body)
 

@@ -31,8 +31,10 @@ def python_inputs(pred, gold):
   docs = []
   for p, g in zip(pred[:, :-1], gold[:, :-1]):
     ref, hyp = "".join(map(str, g)), "".join(map(str, p))
-    masses = [np.diff([-1] + list(np.flatnonzero(x)) + [LENGTH - 1]).tolist()
-              for x in (g, p)]
+    masses = [
+        np.diff([-1] + list(np.flatnonzero(x)) + [LENGTH - 1]).tolist()
+        for x in (g, p)
+    ]
     k = max(2, round(LENGTH / (2 * (ref.count("1") + 1))))
     docs.append((ref, hyp, tuple(masses[0]), tuple(masses[1]), k))
   return docs
@@ -40,14 +42,20 @@ def python_inputs(pred, gold):
 
 def nltk_loop(docs):
   from nltk.metrics import segmentation  # pylint: disable=g-import-not-at-top
-  return [(segmentation.pk(ref, hyp, k), segmentation.windowdiff(ref, hyp, k))
-          for ref, hyp, _, _, k in docs]
+
+  return [
+      (segmentation.pk(ref, hyp, k), segmentation.windowdiff(ref, hyp, k))
+      for ref, hyp, _, _, k in docs
+  ]
 
 
 def segeval_loop(docs):
   import segeval  # pylint: disable=g-import-not-at-top
-  return [(segeval.pk(hyp_m, ref_m), segeval.window_diff(hyp_m, ref_m))
-          for _, _, ref_m, hyp_m, _ in docs]
+
+  return [
+      (segeval.pk(hyp_m, ref_m), segeval.window_diff(hyp_m, ref_m))
+      for _, _, ref_m, hyp_m, _ in docs
+  ]
 
 
 @jax.jit
@@ -72,26 +80,40 @@ def main():
 
   block = lambda f: (lambda: jax.block_until_ready(f(*device_args)))
   rows = [
-      ("nltk `pk` + `windowdiff`, Python loop",
-       bench_report.median_seconds(lambda: nltk_loop(docs), repeats=5)),
-      ("segeval `pk` + `window_diff`, Python loop",
-       bench_report.median_seconds(lambda: segeval_loop(docs), repeats=1,
-                                   warmup=0)),
-      ("segjax `pk` + `window_diff`, jit",
-       bench_report.median_seconds(block(pk_and_window_diff), repeats=300)),
-      ("segjax `segmentation_stats` + `compute_metrics`, all metrics, "
-       "tolerance 2, jit",
-       bench_report.median_seconds(block(all_metrics), repeats=100)),
+      (
+          "nltk `pk` + `windowdiff`, Python loop",
+          bench_report.median_seconds(lambda: nltk_loop(docs), repeats=5),
+      ),
+      (
+          "segeval `pk` + `window_diff`, Python loop",
+          bench_report.median_seconds(
+              lambda: segeval_loop(docs), repeats=1, warmup=0
+          ),
+      ),
+      (
+          "segjax `pk` + `window_diff`, jit",
+          bench_report.median_seconds(block(pk_and_window_diff), repeats=300),
+      ),
+      (
+          "segjax `segmentation_stats` + `compute_metrics`, all metrics, "
+          "tolerance 2, jit",
+          bench_report.median_seconds(block(all_metrics), repeats=100),
+      ),
   ]
   nltk_seconds = rows[0][1]
-  lines = [f"| {name} | {seconds * 1e3:.2f} ms | {BATCH / seconds:,.0f} "
-           f"| {nltk_seconds / seconds:.1f}x |" for name, seconds in rows]
+  lines = [
+      f"| {name} | {seconds * 1e3:.2f} ms | {BATCH / seconds:,.0f} "
+      f"| {nltk_seconds / seconds:.1f}x |"
+      for name, seconds in rows
+  ]
   table = bench_report.table_section(
       "Metrics: Pk + WindowDiff (`tools/bench_metrics.py`)",
       f"{BATCH} documents x {LENGTH} sentences, per-document default k "
       f"(mean {np.mean([d[-1] for d in docs]):.1f}), same numbers from all "
       "implementations. Median wall time per full pass over the batch.",
-      ["implementation", "median time", "documents/s", "vs nltk"], lines)
+      ["implementation", "median time", "documents/s", "vs nltk"],
+      lines,
+  )
   print(table)
   bench_report.write_section("bench_metrics", table)
 

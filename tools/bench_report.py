@@ -25,13 +25,17 @@ def machine_description() -> str:
   cpu = platform.processor() or platform.machine()
   try:
     with open("/proc/cpuinfo") as f:
-      names = [l.split(":", 1)[1].strip() for l in f if l.startswith("model name")]
+      names = [
+          l.split(":", 1)[1].strip() for l in f if l.startswith("model name")
+      ]
     if names:
       cpu = names[0]
   except OSError:
     pass
-  return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"jax {jax.__version__}, backend {jax.default_backend()}")
+  return (
+      f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+      f"jax {jax.__version__}, backend {jax.default_backend()}"
+  )
 
 
 def median_seconds(fn, *, repeats: int, warmup: int = 2) -> float:
@@ -46,7 +50,9 @@ def median_seconds(fn, *, repeats: int, warmup: int = 2) -> float:
   return statistics.median(times)
 
 
-def interleaved_calls(calls: dict, *, repeats: int) -> dict[str, tuple[float, float]]:
+def interleaved_calls(
+    calls: dict, *, repeats: int
+) -> dict[str, tuple[float, float]]:
   """(median seconds, minor page faults) per call of each `fn()`, blocked.
 
   One call of each in turn, `repeats` rounds, so that load changes on a
@@ -62,9 +68,13 @@ def interleaved_calls(calls: dict, *, repeats: int) -> dict[str, tuple[float, fl
       start = time.perf_counter()
       jax.block_until_ready(fn())
       times[name].append(time.perf_counter() - start)
-      faults[name] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-  return {name: (statistics.median(times[name]), faults[name] / repeats)
-          for name in calls}
+      faults[name] += (
+          resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+      )
+  return {
+      name: (statistics.median(times[name]), faults[name] / repeats)
+      for name in calls
+  }
 
 
 def write_section(name: str, body: str) -> None:
@@ -80,23 +90,31 @@ def write_section(name: str, body: str) -> None:
   BENCHMARKS_MD.write_text(text)
 
 
-def table_section(title: str, description: str, columns: list[str],
-                  rows: list[str]) -> str:
+def table_section(
+    title: str, description: str, columns: list[str], rows: list[str]
+) -> str:
   """A BENCHMARKS.md section: heading, description, machine line, table."""
-  return "\n".join([
-      f"## {title}", "", description,
-      f"Machine: {machine_description()}.", "",
-      "| " + " | ".join(columns) + " |",
-      "|---|" + "---:|" * (len(columns) - 1),
-      *rows,
-  ])
+  return "\n".join(
+      [
+          f"## {title}",
+          "",
+          description,
+          f"Machine: {machine_description()}.",
+          "",
+          "| " + " | ".join(columns) + " |",
+          "|---|" + "---:|" * (len(columns) - 1),
+          *rows,
+      ]
+  )
 
 
 def add_losses_option(parser) -> None:
   parser.add_argument(
-      "--losses", metavar="FILE",
+      "--losses",
+      metavar="FILE",
       help="measure this copy of segjax/losses.py (an older revision, or a "
-           "variant being tried) instead of the package's")
+      "variant being tried) instead of the package's",
+  )
 
 
 def load_losses_copy(path) -> object:
@@ -112,4 +130,5 @@ def losses_module(args):
   if args.losses:
     return load_losses_copy(args.losses)
   from segjax import losses  # pylint: disable=g-import-not-at-top
+
   return losses

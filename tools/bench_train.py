@@ -27,15 +27,22 @@ from segjax import models
 from segjax import parallel as parallel_lib
 from segjax import trainer
 
-CONFIGS = {"boundary_aware": "configs/boundary.py",
-           "cross_entropy": "configs/cross_entropy.py"}
+CONFIGS = {
+    "boundary_aware": "configs/boundary.py",
+    "cross_entropy": "configs/cross_entropy.py",
+}
 
 
-def pipeline_batches_per_second(config, documents, tokenizer,
-                                num_batches: int) -> float:
+def pipeline_batches_per_second(
+    config, documents, tokenizer, num_batches: int
+) -> float:
   iterator = data.make_train_iterator(
-      documents, tokenizer, global_batch_size=config.train.batch_size,
-      max_sentences=config.data.max_sentences, seed=config.seed)
+      documents,
+      tokenizer,
+      global_batch_size=config.train.batch_size,
+      max_sentences=config.data.max_sentences,
+      seed=config.seed,
+  )
   next(iterator)  # thread start-up
   start = time.perf_counter()
   for _ in range(num_batches):
@@ -47,14 +54,21 @@ def compiled_step(config, batches):
   """(step function, initial state, device batches) of one config."""
   parallel = parallel_lib.DataParallel(config.parallel.mode)
   model = models.model_from_config(
-      config.model, num_buckets=config.data.num_buckets,
+      config.model,
+      num_buckets=config.data.num_buckets,
       num_classes=config.loss.num_classes,
-      max_sentences=config.data.max_sentences)
+      max_sentences=config.data.max_sentences,
+  )
   tx, schedule = trainer.make_optimizer(config.optim, config.train.num_steps)
   state = parallel.put_state(trainer.create_train_state(config, model, tx))
-  step = parallel.map_step(functools.partial(
-      trainer.train_step, model=model, loss_fn=losses.create_loss(config.loss),
-      schedule=schedule))
+  step = parallel.map_step(
+      functools.partial(
+          trainer.train_step,
+          model=model,
+          loss_fn=losses.create_loss(config.loss),
+          schedule=schedule,
+      )
+  )
   return step, state, [parallel.put_batch(b) for b in batches]
 
 
@@ -64,8 +78,10 @@ def interleaved_step_seconds(configs, batches, num_steps: int):
   Alternating step by step (rather than timing one config after the other)
   keeps load changes on a shared machine from favouring either.
   """
-  runs = {name: list(compiled_step(config, batches))
-          for name, config in configs.items()}
+  runs = {
+      name: list(compiled_step(config, batches))
+      for name, config in configs.items()
+  }
   times = {name: [] for name in runs}
   for i in range(num_steps + 3):
     for name, run in runs.items():
@@ -85,19 +101,27 @@ def main():
   parser.add_argument("--no-write", action="store_true")
   args = parser.parse_args()
 
-  base = config_lib.load_config(str(bench_report.REPO_ROOT / CONFIGS[
-      "boundary_aware"]))
+  base = config_lib.load_config(
+      str(bench_report.REPO_ROOT / CONFIGS["boundary_aware"])
+  )
   splits = data.load_splits(base.data)
   tokenizer = data.Tokenizer.from_config(base.data)
   iterator = data.make_train_iterator(
-      splits["train"], tokenizer, global_batch_size=base.train.batch_size,
-      max_sentences=base.data.max_sentences, seed=base.seed)
+      splits["train"],
+      tokenizer,
+      global_batch_size=base.train.batch_size,
+      max_sentences=base.data.max_sentences,
+      seed=base.seed,
+  )
   batches = [next(iterator) for _ in range(8)]
-  sentences_per_batch = float(np.mean([b["sentence_mask"].sum()
-                                       for b in batches]))
+  sentences_per_batch = float(
+      np.mean([b["sentence_mask"].sum() for b in batches])
+  )
 
-  configs = {name: config_lib.load_config(str(bench_report.REPO_ROOT / path))
-             for name, path in CONFIGS.items()}
+  configs = {
+      name: config_lib.load_config(str(bench_report.REPO_ROOT / path))
+      for name, path in CONFIGS.items()
+  }
   steps = interleaved_step_seconds(configs, batches, args.steps)
   median = {name: statistics.median(t) for name, t in steps.items()}
   pipeline = pipeline_batches_per_second(base, splits["train"], tokenizer, 300)
@@ -123,7 +147,9 @@ def main():
       f"{jax.device_count()} device(s), parallel mode {base.parallel.mode}; "
       f"median of {args.steps} blocked steps per loss after warm-up, the two "
       "losses' steps alternating.",
-      ["measurement", "value", ""], rows)
+      ["measurement", "value", ""],
+      rows,
+  )
   if not args.no_write:
     bench_report.write_section("bench_train", body)
 

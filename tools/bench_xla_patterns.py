@@ -32,24 +32,32 @@ import numpy as np
 import bench_losses
 import bench_report
 
-VARIANTS = ("as shipped", "gradient neighbours by pad",
-            "one gather for both readers", "masks by token predicate")
+VARIANTS = (
+    "as shipped",
+    "gradient neighbours by pad",
+    "one gather for both readers",
+    "masks by token predicate",
+)
 
 
 def _variant(name: str):
   """A fresh copy of segjax/losses.py with the named choice undone."""
   module = bench_report.load_losses_copy(
-      bench_report.REPO_ROOT / "segjax" / "losses.py")
+      bench_report.REPO_ROOT / "segjax" / "losses.py"
+  )
   neighbour, broadcast = module._neighbour, module._broadcast_tokens  # pylint: disable=protected-access
   if name == "gradient neighbours by pad":
+
     def by_pad(values, offset, *, wrap=False):
       if not wrap:  # only the gradient pass reads wrapped
         return neighbour(values, offset)
       return module._previous(values) if offset < 0 else module._following(values)  # pylint: disable=protected-access
+
     module._neighbour = by_pad  # pylint: disable=protected-access
   elif name == "one gather for both readers":
     module._neighbour = lambda values, offset, *, wrap=False: neighbour(  # pylint: disable=protected-access
-        values, offset)
+        values, offset
+    )
   elif name == "masks by token predicate":
     module._class_mask = lambda valid, shape: broadcast(valid, shape)  # pylint: disable=protected-access
   return module
@@ -59,19 +67,30 @@ def measure(repeats: int):
   logits, labels = bench_losses.inputs(5)
   steps = {}
   for name in VARIANTS:
-    fn = bench_losses.candidates(5, _variant(name))["boundary_aware (all terms)"]
-    steps[name] = jax.jit(jax.value_and_grad(fn)).lower(logits, labels).compile()
+    fn = bench_losses.candidates(5, _variant(name))[
+        "boundary_aware (all terms)"
+    ]
+    steps[name] = (
+        jax.jit(jax.value_and_grad(fn)).lower(logits, labels).compile()
+    )
   reference = steps[VARIANTS[0]](logits, labels)
   for name, step in steps.items():  # the same function, whatever the form
     loss, grad = step(logits, labels)
     np.testing.assert_allclose(loss, reference[0], rtol=1e-5, err_msg=name)
-    np.testing.assert_allclose(grad, reference[1], rtol=1e-4, atol=1e-9,
-                               err_msg=name)
+    np.testing.assert_allclose(
+        grad, reference[1], rtol=1e-4, atol=1e-9, err_msg=name
+    )
   result = bench_report.interleaved_calls(
-      {name: functools.partial(step, logits, labels)
-       for name, step in steps.items()}, repeats=repeats)
-  return {name: (seconds, steps[name].memory_analysis().temp_size_in_bytes
-                 / 2**20) for name, (seconds, _) in result.items()}
+      {
+          name: functools.partial(step, logits, labels)
+          for name, step in steps.items()
+      },
+      repeats=repeats,
+  )
+  return {
+      name: (seconds, steps[name].memory_analysis().temp_size_in_bytes / 2**20)
+      for name, (seconds, _) in result.items()
+  }
 
 
 def main():
@@ -83,8 +102,10 @@ def main():
   shipped = result[VARIANTS[0]][0]
   rows = []
   for name, (seconds, temp_mib) in result.items():
-    rows.append(f"| {name} | {seconds * 1e3:.2f} ms | {seconds / shipped:.2f}x "
-                f"| {temp_mib:.1f} MiB |")
+    rows.append(
+        f"| {name} | {seconds * 1e3:.2f} ms | {seconds / shipped:.2f}x "
+        f"| {temp_mib:.1f} MiB |"
+    )
     print(rows[-1], flush=True)
   body = bench_report.table_section(
       "C > 2 loss: each codegen choice undone (`tools/bench_xla_patterns.py`)",
@@ -92,7 +113,9 @@ def main():
       "the shipped `segjax/losses.py` and for copies with one helper swapped "
       f"for the obvious form (same values); median of {args.repeats} "
       "interleaved repeats. The tool's docstring says what each swap does.",
-      ["variant", "median", "vs shipped", "XLA temp"], rows)
+      ["variant", "median", "vs shipped", "XLA temp"],
+      rows,
+  )
   if not args.no_write:
     bench_report.write_section("bench_xla_patterns", body)
 

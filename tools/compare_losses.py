@@ -76,7 +76,12 @@ COLUMNS = (
     ("ece", "ECE", True),
 )
 SCORE_KEYS = tuple(key for key, _, _ in COLUMNS) + (
-    "boundary_precision", "boundary_recall", "threshold", "brier", "loss")
+    "boundary_precision",
+    "boundary_recall",
+    "threshold",
+    "brier",
+    "loss",
+)
 CURVE_KEYS = ("val_window_diff", "val_boundary_f1")
 
 # A literal English stopword list for TextTiling: nltk's default needs its
@@ -111,28 +116,50 @@ class CompareError(ValueError):
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   """The command line; see the module docstring."""
   parser = argparse.ArgumentParser(
-      prog="compare_losses.py", description=__doc__,
-      formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--configs", default=DEFAULT_CONFIGS,
-                      help="comma-separated config specs, e.g. "
-                      "configs/boundary.py:aggressive")
-  parser.add_argument("--seeds", type=int, default=3,
-                      help="seeds per config: 0 .. seeds-1")
+      prog="compare_losses.py",
+      description=__doc__,
+      formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
+  parser.add_argument(
+      "--configs",
+      default=DEFAULT_CONFIGS,
+      help="comma-separated config specs, e.g. "
+      "configs/boundary.py:aggressive",
+  )
+  parser.add_argument(
+      "--seeds", type=int, default=3, help="seeds per config: 0 .. seeds-1"
+  )
   parser.add_argument("--output", required=True, help="output folder")
-  parser.add_argument("--data_source", default=None,
-                      help="overrides data.source (default: the configs')")
-  parser.add_argument("--data_path", default=None,
-                      help="overrides data.path")
-  parser.add_argument("--set", dest="overrides", action="append", default=[],
-                      metavar="KEY=VALUE",
-                      help="config override for every run, repeatable, e.g. "
-                      "train.num_steps=300")
-  parser.add_argument("--workdir_root", default=None,
-                      help="where the runs go; default <output>/runs")
-  parser.add_argument("--texttiling_w", default="10,20,30",
-                      help="TextTiling pseudo-sentence sizes tried on dev")
-  parser.add_argument("--texttiling_k", default="3,5,10",
-                      help="TextTiling block sizes tried on dev")
+  parser.add_argument(
+      "--data_source",
+      default=None,
+      help="overrides data.source (default: the configs')",
+  )
+  parser.add_argument("--data_path", default=None, help="overrides data.path")
+  parser.add_argument(
+      "--set",
+      dest="overrides",
+      action="append",
+      default=[],
+      metavar="KEY=VALUE",
+      help="config override for every run, repeatable, e.g. "
+      "train.num_steps=300",
+  )
+  parser.add_argument(
+      "--workdir_root",
+      default=None,
+      help="where the runs go; default <output>/runs",
+  )
+  parser.add_argument(
+      "--texttiling_w",
+      default="10,20,30",
+      help="TextTiling pseudo-sentence sizes tried on dev",
+  )
+  parser.add_argument(
+      "--texttiling_k",
+      default="3,5,10",
+      help="TextTiling block sizes tried on dev",
+  )
   args = parser.parse_args(argv)
   if args.seeds < 1:
     parser.error("--seeds must be >= 1")
@@ -152,8 +179,9 @@ def parse_override(text: str) -> tuple[str, Any]:
   return key, value
 
 
-def apply_override(config: ml_collections.ConfigDict, key: str,
-                   value: Any) -> None:
+def apply_override(
+    config: ml_collections.ConfigDict, key: str, value: Any
+) -> None:
   """Sets dotted `key` in place; it must name an existing leaf.
 
   Raises:
@@ -189,8 +217,9 @@ def config_label(spec: str) -> str:
   return pathlib.Path(path).stem + sep + arg
 
 
-def build_config(spec: str, overrides: Mapping[str, Any],
-                 seed: int) -> ml_collections.ConfigDict:
+def build_config(
+    spec: str, overrides: Mapping[str, Any], seed: int
+) -> ml_collections.ConfigDict:
   """The config of one run, validated before anything trains."""
   try:
     config = config_lib.load_config(resolve_spec(spec))
@@ -279,8 +308,9 @@ class RunResult:
   calibration_ece: float
 
 
-def check_workdir(config: ml_collections.ConfigDict,
-                  workdir: pathlib.Path) -> None:
+def check_workdir(
+    config: ml_collections.ConfigDict, workdir: pathlib.Path
+) -> None:
   """Refuses a workdir holding a run of another config.
 
   The trainer would silently resume such a run; a comparison must not mix
@@ -291,7 +321,8 @@ def check_workdir(config: ml_collections.ConfigDict,
   if stored is not None and stored != trainer.config_as_json(config):
     raise CompareError(
         f"{workdir} holds a run of a different config; remove it or pass "
-        "another --workdir_root")
+        "another --workdir_root"
+    )
 
 
 def final_test_event(workdir: pathlib.Path, num_steps: int) -> dict | None:
@@ -302,8 +333,9 @@ def final_test_event(workdir: pathlib.Path, num_steps: int) -> dict | None:
   return None
 
 
-def train_or_reuse(config: ml_collections.ConfigDict,
-                   workdir: pathlib.Path) -> tuple[dict, float, bool]:
+def train_or_reuse(
+    config: ml_collections.ConfigDict, workdir: pathlib.Path
+) -> tuple[dict, float, bool]:
   """(test event, wall seconds, reused) of a finished run; trains if needed."""
   check_workdir(config, workdir)
   num_steps = config.train.num_steps
@@ -311,19 +343,26 @@ def train_or_reuse(config: ml_collections.ConfigDict,
   wall_file = workdir / WALL_TIME_FILE
   if event is not None:
     logging.info("Reusing the finished run in %s", workdir)
-    wall = (json.loads(wall_file.read_text())["seconds"]
-            if wall_file.is_file() else math.nan)
+    wall = (
+        json.loads(wall_file.read_text())["seconds"]
+        if wall_file.is_file()
+        else math.nan
+    )
     return event, wall, True
   start = time.perf_counter()
   results = trainer.train_and_evaluate(config, workdir)
   wall = time.perf_counter() - start
   if results.get("preempted"):
-    raise CompareError(f"{workdir}: stopped by SIGTERM at step "
-                       f"{results['step']}; rerun the same command to resume")
+    raise CompareError(
+        f"{workdir}: stopped by SIGTERM at step "
+        f"{results['step']}; rerun the same command to resume"
+    )
   event = final_test_event(workdir, num_steps)
   if event is None:
-    raise CompareError(f"{workdir}: the run wrote no test scores (empty test "
-                       "split or no evaluated checkpoint)")
+    raise CompareError(
+        f"{workdir}: the run wrote no test scores (empty test "
+        "split or no evaluated checkpoint)"
+    )
   # A resumed run's time covers only the steps trained in this call.
   wall_file.write_text(json.dumps({"seconds": wall}))
   return event, wall, False
@@ -342,9 +381,12 @@ def dev_curve(workdir: pathlib.Path) -> dict[str, list[float]]:
   return curve
 
 
-def test_calibration(workdir: pathlib.Path,
-                     documents: Sequence[data.Document], gold: np.ndarray,
-                     mask: np.ndarray) -> dict[str, np.ndarray]:
+def test_calibration(
+    workdir: pathlib.Path,
+    documents: Sequence[data.Document],
+    gold: np.ndarray,
+    mask: np.ndarray,
+) -> dict[str, np.ndarray]:
   """Calibration bins of the best checkpoint's test probabilities."""
   model = inference.restore_trained_model(workdir)
   probs, _ = model.predict(documents)
@@ -354,13 +396,18 @@ def test_calibration(workdir: pathlib.Path,
 
 
 def calibration_ece(bins: Mapping[str, np.ndarray]) -> float:
-  return float(metrics.compute_calibration(
-      metrics.CalibrationStats(**bins))["ece"])
+  return float(
+      metrics.compute_calibration(metrics.CalibrationStats(**bins))["ece"]
+  )
 
 
-def run_config_seed(config, workdir: pathlib.Path,
-                    test_docs: Sequence[data.Document],
-                    gold: np.ndarray, mask: np.ndarray) -> RunResult:
+def run_config_seed(
+    config,
+    workdir: pathlib.Path,
+    test_docs: Sequence[data.Document],
+    gold: np.ndarray,
+    mask: np.ndarray,
+) -> RunResult:
   """Trains or reuses one run and collects everything the report shows."""
   event, wall, reused = train_or_reuse(config, workdir)
   test = {key: as_float(event.get(f"test_{key}")) for key in SCORE_KEYS}
@@ -369,14 +416,24 @@ def run_config_seed(config, workdir: pathlib.Path,
   # The restored model must reproduce the trainer's test ECE; it does not
   # when the model code changed after the run was trained (e.g. on reuse).
   if not math.isclose(ece, test["ece"], abs_tol=ECE_TOLERANCE):
-    logging.warning("%s: the restored checkpoint gives test ECE %.5f, the "
-                    "run logged %.5f: has the code changed since it trained?",
-                    workdir, ece, test["ece"])
+    logging.warning(
+        "%s: the restored checkpoint gives test ECE %.5f, the "
+        "run logged %.5f: has the code changed since it trained?",
+        workdir,
+        ece,
+        test["ece"],
+    )
   return RunResult(
-      seed=int(config.seed), workdir=str(workdir), test=test,
-      best_step=int(event.get("best_step", -1)), wall_seconds=wall,
-      reused=reused, curve=dev_curve(workdir), calibration=calibration,
-      calibration_ece=ece)
+      seed=int(config.seed),
+      workdir=str(workdir),
+      test=test,
+      best_step=int(event.get("best_step", -1)),
+      wall_seconds=wall,
+      reused=reused,
+      curve=dev_curve(workdir),
+      calibration=calibration,
+      calibration_ece=ece,
+  )
 
 
 # ----------------------------------------------------------------------------
@@ -389,8 +446,9 @@ def _pad_to_multiple(x: np.ndarray, multiple: int = 64) -> np.ndarray:
   return np.pad(x, [(0, -n % multiple) for n in x.shape])
 
 
-def score_predictions(predictions: Sequence[np.ndarray],
-                      documents: Sequence[data.Document]) -> dict[str, float]:
+def score_predictions(
+    predictions: Sequence[np.ndarray], documents: Sequence[data.Document]
+) -> dict[str, float]:
   """The model runs' metrics (same code, same conventions) for hard labels.
 
   ECE needs probabilities, which the baselines do not have: it is NaN.
@@ -402,10 +460,20 @@ def score_predictions(predictions: Sequence[np.ndarray],
   stats = metrics.segmentation_stats(pred, gold, mask)
   exact = metrics.compute_metrics(stats)
   near = metrics.compute_metrics(
-      metrics.segmentation_stats(pred, gold, mask, tolerance=1))
-  scores = {key: float(exact[key]) for key in (
-      "pk", "window_diff", "boundary_f1", "boundary_precision",
-      "boundary_recall", "complete_segments", "macro_f1")}
+      metrics.segmentation_stats(pred, gold, mask, tolerance=1)
+  )
+  scores = {
+      key: float(exact[key])
+      for key in (
+          "pk",
+          "window_diff",
+          "boundary_f1",
+          "boundary_precision",
+          "boundary_recall",
+          "complete_segments",
+          "macro_f1",
+      )
+  }
   scores["boundary_f1_tol1"] = float(near["boundary_f1"])
   scores["ece"] = math.nan
   scores["num_predicted"] = int(stats.boundary_predicted)
@@ -421,19 +489,21 @@ def no_boundaries(document: data.Document) -> np.ndarray:
 def evenly_spaced(document: data.Document, length: int) -> np.ndarray:
   """A boundary after every `length` sentences: (N - 1) // length of them."""
   labels = np.zeros(document.num_sentences, np.int32)
-  labels[length - 1:document.num_sentences - 1:length] = 1
+  labels[length - 1 : document.num_sentences - 1 : length] = 1
   return labels
 
 
 def mean_segment_length(documents: Iterable[data.Document]) -> float:
   documents = list(documents)
-  return (sum(d.num_sentences for d in documents)
-          / sum(len(d.segments) for d in documents))
+  return sum(d.num_sentences for d in documents) / sum(
+      len(d.segments) for d in documents
+  )
 
 
 def make_texttiler(w: int, k: int):
   # Imported here: nltk is a test/tools dependency, not a library one.
   from nltk.tokenize import texttiling  # pylint: disable=g-import-not-at-top
+
   return texttiling.TextTilingTokenizer(w=w, k=k, stopwords=STOPWORDS)
 
 
@@ -464,8 +534,9 @@ def texttiling_boundaries(document: data.Document, tiler) -> np.ndarray | None:
   return labels
 
 
-def texttiling_predictions(documents: Sequence[data.Document], w: int,
-                           k: int) -> tuple[list[np.ndarray], int]:
+def texttiling_predictions(
+    documents: Sequence[data.Document], w: int, k: int
+) -> tuple[list[np.ndarray], int]:
   """(labels per document, number of documents that fell back to none)."""
   tiler = make_texttiler(w, k)
   predictions, fallbacks = [], 0
@@ -477,8 +548,9 @@ def texttiling_predictions(documents: Sequence[data.Document], w: int,
   return predictions, fallbacks
 
 
-def tune_texttiling(dev: Sequence[data.Document], ws: Sequence[int],
-                    ks: Sequence[int]) -> tuple[dict, list[dict]]:
+def tune_texttiling(
+    dev: Sequence[data.Document], ws: Sequence[int], ks: Sequence[int]
+) -> tuple[dict, list[dict]]:
   """Grid search of (w, k) by dev Pk; returns (best row, all rows)."""
   rows = []
   for w in ws:
@@ -486,17 +558,33 @@ def tune_texttiling(dev: Sequence[data.Document], ws: Sequence[int],
       start = time.perf_counter()
       predictions, fallbacks = texttiling_predictions(dev, w, k)
       scores = score_predictions(predictions, dev)
-      rows.append({"w": w, "k": k, "dev": scores, "fallbacks": fallbacks,
-                   "seconds": time.perf_counter() - start})
-      logging.info("TextTiling w=%d k=%d: dev Pk %.4f WindowDiff %.4f "
-                   "(%d short documents)", w, k, scores["pk"],
-                   scores["window_diff"], fallbacks)
+      rows.append(
+          {
+              "w": w,
+              "k": k,
+              "dev": scores,
+              "fallbacks": fallbacks,
+              "seconds": time.perf_counter() - start,
+          }
+      )
+      logging.info(
+          "TextTiling w=%d k=%d: dev Pk %.4f WindowDiff %.4f "
+          "(%d short documents)",
+          w,
+          k,
+          scores["pk"],
+          scores["window_diff"],
+          fallbacks,
+      )
   best = min(rows, key=lambda r: (np.nan_to_num(r["dev"]["pk"], nan=2.0)))
   return best, rows
 
 
-def run_baselines(splits: Mapping[str, Sequence[data.Document]],
-                  ws: Sequence[int], ks: Sequence[int]) -> dict[str, dict]:
+def run_baselines(
+    splits: Mapping[str, Sequence[data.Document]],
+    ws: Sequence[int],
+    ks: Sequence[int],
+) -> dict[str, dict]:
   """Every baseline's dev and test scores, named for the table."""
   dev, test = splits["dev"], splits["test"]
   length = max(1, round(mean_segment_length(splits["train"])))
@@ -505,16 +593,17 @@ def run_baselines(splits: Mapping[str, Sequence[data.Document]],
   start = time.perf_counter()
   baselines["no boundaries"] = {
       "dev": score_predictions([no_boundaries(d) for d in dev], dev),
-      "test": score_predictions([no_boundaries(d) for d in test], test)}
+      "test": score_predictions([no_boundaries(d) for d in test], test),
+  }
   baselines["no boundaries"]["seconds"] = time.perf_counter() - start
 
   start = time.perf_counter()
   name = f"evenly spaced (every {length})"
   baselines[name] = {
       "dev": score_predictions([evenly_spaced(d, length) for d in dev], dev),
-      "test": score_predictions([evenly_spaced(d, length) for d in test],
-                                test),
-      "segment_length": length}
+      "test": score_predictions([evenly_spaced(d, length) for d in test], test),
+      "segment_length": length,
+  }
   baselines[name]["seconds"] = time.perf_counter() - start
 
   start = time.perf_counter()
@@ -522,12 +611,18 @@ def run_baselines(splits: Mapping[str, Sequence[data.Document]],
   tuned = time.perf_counter()
   predictions, fallbacks = texttiling_predictions(test, best["w"], best["k"])
   baselines[f"TextTiling (w={best['w']}, k={best['k']})"] = {
-      "dev": best["dev"], "test": score_predictions(predictions, test),
-      "w": best["w"], "k": best["k"], "w_grid": list(ws), "k_grid": list(ks),
+      "dev": best["dev"],
+      "test": score_predictions(predictions, test),
+      "w": best["w"],
+      "k": best["k"],
+      "w_grid": list(ws),
+      "k_grid": list(ks),
       "test_fallbacks": fallbacks,
-      "dev_fallbacks": best["fallbacks"], "grid": grid,
+      "dev_fallbacks": best["fallbacks"],
+      "grid": grid,
       "tuning_seconds": tuned - start,
-      "seconds": time.perf_counter() - tuned}
+      "seconds": time.perf_counter() - tuned,
+  }
   return baselines
 
 
@@ -552,8 +647,10 @@ class ConfigResult:
     """Per metric: mean, std (ddof 1) and the per-seed values."""
     table = {}
     for key in SCORE_KEYS + ("wall_seconds",):
-      values = [r.wall_seconds if key == "wall_seconds" else r.test[key]
-                for r in self.runs]
+      values = [
+          r.wall_seconds if key == "wall_seconds" else r.test[key]
+          for r in self.runs
+      ]
       mean, std = mean_std(values)
       table[key] = {"mean": mean, "std": std, "values": values}
     return table
@@ -564,8 +661,10 @@ def check_same_data(configs: Sequence[ml_collections.ConfigDict]) -> None:
   first = configs[0].data.to_dict()
   for config in configs[1:]:
     if config.data.to_dict() != first:
-      raise CompareError("the configs read different data settings; compare "
-                         "configs that share their data section")
+      raise CompareError(
+          "the configs read different data settings; compare "
+          "configs that share their data section"
+      )
 
 
 def code_version() -> str:
@@ -574,9 +673,15 @@ def code_version() -> str:
   Read once at the start: the runs use the code imported then, even if the
   files change while they train.
   """
+
   def git(*args):
-    return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True,
-                          text=True, check=False).stdout
+    return subprocess.run(
+        ["git", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
 
   commit = git("rev-parse", "--short=12", "HEAD").strip()
   if not commit:
@@ -585,7 +690,8 @@ def code_version() -> str:
   if not changed:
     return commit
   return f"{commit} + uncommitted changes in " + ", ".join(
-      line[3:] for line in changed)
+      line[3:] for line in changed
+  )
 
 
 def run_comparison(args: argparse.Namespace) -> dict[str, Any]:
@@ -601,8 +707,10 @@ def run_comparison(args: argparse.Namespace) -> dict[str, Any]:
     raise CompareError(f"--configs names a config twice: {args.configs}")
   seeds = list(range(args.seeds))
   # Every config is resolved and validated before the first run starts.
-  configs = {spec: [build_config(spec, overrides, seed) for seed in seeds]
-             for spec in specs}
+  configs = {
+      spec: [build_config(spec, overrides, seed) for seed in seeds]
+      for spec in specs
+  }
   check_same_data([c for runs in configs.values() for c in runs])
   data_config = configs[specs[0]][0].data
   try:
@@ -614,8 +722,10 @@ def run_comparison(args: argparse.Namespace) -> dict[str, Any]:
 
   baseline_start = time.perf_counter()
   baselines = run_baselines(
-      splits, [int(w) for w in args.texttiling_w.split(",")],
-      [int(k) for k in args.texttiling_k.split(",")])
+      splits,
+      [int(w) for w in args.texttiling_w.split(",")],
+      [int(k) for k in args.texttiling_k.split(",")],
+  )
   baseline_seconds = time.perf_counter() - baseline_start
 
   gold, mask = data.padded_gold_and_mask(splits["test"])
@@ -624,24 +734,33 @@ def run_comparison(args: argparse.Namespace) -> dict[str, Any]:
   for spec, label in zip(specs, labels):
     runs = []
     for config in configs[spec]:
-      workdir = root / label.replace(":", "_").replace(",", "_") / (
-          f"seed{config.seed}")
+      workdir = (
+          root
+          / label.replace(":", "_").replace(",", "_")
+          / (f"seed{config.seed}")
+      )
       logging.info("=== %s seed %d -> %s", label, config.seed, workdir)
       runs.append(run_config_seed(config, workdir, splits["test"], gold, mask))
     results.append(ConfigResult(label=label, spec=spec, runs=runs))
 
   return {
       "dataset": {
-          "source": data_config.source, "path": data_config.path,
+          "source": data_config.source,
+          "path": data_config.path,
           "documents": {k: len(v) for k, v in splits.items()},
-          "mean_train_segment_length": mean_segment_length(splits["train"])},
-      "seeds": seeds, "overrides": overrides,
-      "machine": bench_report.machine_description(), "code": version,
-      "command": "python tools/compare_losses.py " + shlex.join(
-          args.argv or []),
+          "mean_train_segment_length": mean_segment_length(splits["train"]),
+      },
+      "seeds": seeds,
+      "overrides": overrides,
+      "machine": bench_report.machine_description(),
+      "code": version,
+      "command": "python tools/compare_losses.py "
+      + shlex.join(args.argv or []),
       "baseline_seconds": baseline_seconds,
       "total_seconds": time.perf_counter() - start,
-      "configs": results, "baselines": baselines}
+      "configs": results,
+      "baselines": baselines,
+  }
 
 
 # ----------------------------------------------------------------------------
@@ -656,16 +775,21 @@ def report_json(report: Mapping[str, Any]) -> dict[str, Any]:
   for result in report["configs"]:
     pooled = result.pooled_calibration()
     out["configs"][result.label] = {
-        "spec": result.spec, "summary": result.summary(),
+        "spec": result.spec,
+        "summary": result.summary(),
         "pooled_calibration": pooled,
         "pooled_ece": calibration_ece(pooled),
-        "runs": [dataclasses.asdict(r) for r in result.runs]}
+        "runs": [dataclasses.asdict(r) for r in result.runs],
+    }
   return plain(out)
 
 
 def _number(value: float, digits: int = 3) -> str:
-  return "—" if value is None or not math.isfinite(value) else (
-      f"{value:.{digits}f}")
+  return (
+      "—"
+      if value is None or not math.isfinite(value)
+      else (f"{value:.{digits}f}")
+  )
 
 
 def _mean_std(stats: Mapping[str, Any], digits: int = 3) -> str:
@@ -677,8 +801,13 @@ def _mean_std(stats: Mapping[str, Any], digits: int = 3) -> str:
 
 
 def _seconds(value: float) -> str:
-  return "—" if not math.isfinite(value) else f"{value:.0f} s" if (
-      value >= 10) else f"{value:.1f} s"
+  return (
+      "—"
+      if not math.isfinite(value)
+      else f"{value:.0f} s"
+      if (value >= 10)
+      else f"{value:.1f} s"
+  )
 
 
 def _join(values: Iterable[Any]) -> str:
@@ -691,8 +820,10 @@ def _header_cells() -> list[str]:
 
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-  lines = ["| " + " | ".join(header) + " |",
-           "|" + "|".join("---" for _ in header) + "|"]
+  lines = [
+      "| " + " | ".join(header) + " |",
+      "|" + "|".join("---" for _ in header) + "|",
+  ]
   lines += ["| " + " | ".join(row) + " |" for row in rows]
   return "\n".join(lines)
 
@@ -702,42 +833,62 @@ def main_table(report: Mapping[str, Any]) -> str:
   rows = []
   for result in report["configs"]:
     summary = result.summary()
-    rows.append([f"**{result.label}**"]
-                + [_mean_std(summary[key]) for key, _, _ in COLUMNS]
-                + [_seconds(summary["wall_seconds"]["mean"])])
+    rows.append(
+        [f"**{result.label}**"]
+        + [_mean_std(summary[key]) for key, _, _ in COLUMNS]
+        + [_seconds(summary["wall_seconds"]["mean"])]
+    )
   for name, baseline in report["baselines"].items():
-    rows.append([f"baseline: {name}"]
-                + [_number(baseline["test"][key]) for key, _, _ in COLUMNS]
-                + [_seconds(baseline["seconds"])])
+    rows.append(
+        [f"baseline: {name}"]
+        + [_number(baseline["test"][key]) for key, _, _ in COLUMNS]
+        + [_seconds(baseline["seconds"])]
+    )
   return _table(["run"] + _header_cells(), rows)
 
 
 def seed_table(report: Mapping[str, Any]) -> str:
-  header = (["config", "seed", "best step", "threshold"]
-            + [title for _, title, _ in COLUMNS] + ["wall time", "run"])
+  header = (
+      ["config", "seed", "best step", "threshold"]
+      + [title for _, title, _ in COLUMNS]
+      + ["wall time", "run"]
+  )
   rows = []
   for result in report["configs"]:
     for run in result.runs:
       rows.append(
-          [result.label, str(run.seed), str(run.best_step),
-           _number(run.test["threshold"], 2)]
+          [
+              result.label,
+              str(run.seed),
+              str(run.best_step),
+              _number(run.test["threshold"], 2),
+          ]
           + [_number(run.test[key]) for key, _, _ in COLUMNS]
-          + [_seconds(run.wall_seconds), "reused" if run.reused else "trained"])
+          + [_seconds(run.wall_seconds), "reused" if run.reused else "trained"]
+      )
   return _table(header, rows)
 
 
 def mismatch_note(report: Mapping[str, Any]) -> list[str]:
   """A warning when a restored checkpoint did not reproduce its run's ECE."""
-  bad = [f"{c.label} seed {r.seed}" for c in report["configs"] for r in c.runs
-         if not math.isclose(r.calibration_ece, r.test["ece"],
-                             abs_tol=ECE_TOLERANCE)]
+  bad = [
+      f"{c.label} seed {r.seed}"
+      for c in report["configs"]
+      for r in c.runs
+      if not math.isclose(
+          r.calibration_ece, r.test["ece"], abs_tol=ECE_TOLERANCE
+      )
+  ]
   if not bad:
     return []
-  return [f"**Warning**: the restored best checkpoints of {', '.join(bad)} "
-          "do not reproduce the test ECE their runs logged: the model code "
-          "changed after they trained, so their reliability diagrams (and "
-          "perhaps their reuse) are not valid. Retrain them in a fresh "
-          "--workdir_root.", ""]
+  return [
+      f"**Warning**: the restored best checkpoints of {', '.join(bad)} "
+      "do not reproduce the test ECE their runs logged: the model code "
+      "changed after they trained, so their reliability diagrams (and "
+      "perhaps their reuse) are not valid. Retrain them in a fresh "
+      "--workdir_root.",
+      "",
+  ]
 
 
 def markdown(report: Mapping[str, Any], plots: Mapping[str, str]) -> str:
@@ -745,13 +896,15 @@ def markdown(report: Mapping[str, Any], plots: Mapping[str, str]) -> str:
   dataset = report["dataset"]
   docs = dataset["documents"]
   overrides = ", ".join(f"`{k}={v!r}`" for k, v in report["overrides"].items())
-  tiling = next(b for n, b in report["baselines"].items()
-                if n.startswith("TextTiling"))
+  tiling = next(
+      b for n, b in report["baselines"].items() if n.startswith("TextTiling")
+  )
   runs = [r for c in report["configs"] for r in c.runs]
   reused = sum(r.reused for r in runs)
   run_seconds = float(np.nansum([r.wall_seconds for r in runs]))
   lines = [
-      "# Loss comparison", "",
+      "# Loss comparison",
+      "",
       f"- Dataset: `{dataset['source']}`"
       + (f" at `{dataset['path']}`" if dataset["path"] else "")
       + f"; documents: train {docs['train']}, dev {docs['dev']}, test "
@@ -766,9 +919,12 @@ def markdown(report: Mapping[str, Any], plots: Mapping[str, str]) -> str:
       f"(baselines {report['baseline_seconds']:.0f} s; {len(runs) - reused} "
       f"runs trained, {reused} reused); the runs' wall times add up to "
       f"{run_seconds:.0f} s",
-      f"- Command: `{report['command']}`", "",
-      "## Test set", "",
-      main_table(report), "",
+      f"- Command: `{report['command']}`",
+      "",
+      "## Test set",
+      "",
+      main_table(report),
+      "",
       "Configs: mean ± std (ddof 1) over seeds of the best checkpoint (dev "
       "WindowDiff) at its dev-tuned threshold. Baselines are deterministic; "
       "they predict hard labels, so ECE does not apply (—), and their time is "
@@ -780,11 +936,15 @@ def markdown(report: Mapping[str, Any], plots: Mapping[str, str]) -> str:
       f"k ∈ {{{_join(tiling['k_grid'])}}} "
       f"(tuning took {tiling['tuning_seconds']:.0f} s); "
       f"{tiling['test_fallbacks']} of {docs['test']} test documents were too "
-      "short for it and got no boundaries.", "",
-      "## Per seed", "",
-      seed_table(report), "",
+      "short for it and got no boundaries.",
+      "",
+      "## Per seed",
+      "",
+      seed_table(report),
+      "",
       *mismatch_note(report),
-      "## Plots", "",
+      "## Plots",
+      "",
   ]
   lines += [f"- {title}: `{path}`" for title, path in plots.items()]
   return "\n".join(lines) + "\n"
@@ -793,41 +953,69 @@ def markdown(report: Mapping[str, Any], plots: Mapping[str, str]) -> str:
 def _aligned_curves(runs: Sequence[RunResult], key: str):
   """(steps, values [seeds, steps]) on the steps every seed evaluated."""
   steps = sorted(set.intersection(*(set(r.curve["step"]) for r in runs)))
-  values = np.array([[dict(zip(r.curve["step"], r.curve[key]))[s]
-                      for s in steps] for r in runs], np.float64)
+  values = np.array(
+      [
+          [dict(zip(r.curve["step"], r.curve[key]))[s] for s in steps]
+          for r in runs
+      ],
+      np.float64,
+  )
   return np.asarray(steps), values
 
 
 def plot_dev_curves(report: Mapping[str, Any], path: pathlib.Path) -> None:
   """Dev WindowDiff and boundary F1 vs step: mean line, min-max band."""
   import matplotlib  # pylint: disable=g-import-not-at-top
+
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
   from matplotlib import ticker  # pylint: disable=g-import-not-at-top
 
   panels = (
       ("val_window_diff", "window_diff", "dev WindowDiff (lower is better)"),
-      ("val_boundary_f1", "boundary_f1", "dev boundary F1 (higher is better)"))
+      ("val_boundary_f1", "boundary_f1", "dev boundary F1 (higher is better)"),
+  )
   fig, axes = plt.subplots(1, 2, figsize=(12, 5))
   baseline_styles = (":", "--", "-.")
   for ax, (key, baseline_key, title) in zip(axes, panels):
     for result in report["configs"]:
       steps, values = _aligned_curves(result.runs, key)
-      line, = ax.plot(steps, np.nanmean(values, axis=0), marker="o",
-                      markersize=3, label=f"{result.label} "
-                      f"(mean of {len(result.runs)} seeds)")
+      (line,) = ax.plot(
+          steps,
+          np.nanmean(values, axis=0),
+          marker="o",
+          markersize=3,
+          label=f"{result.label} " f"(mean of {len(result.runs)} seeds)",
+      )
       if len(result.runs) > 1:
-        ax.fill_between(steps, np.nanmin(values, axis=0),
-                        np.nanmax(values, axis=0), color=line.get_color(),
-                        alpha=0.2, linewidth=0)
+        ax.fill_between(
+            steps,
+            np.nanmin(values, axis=0),
+            np.nanmax(values, axis=0),
+            color=line.get_color(),
+            alpha=0.2,
+            linewidth=0,
+        )
     # The baselines on dev, for scale: a flat line each.
-    for style, (name, baseline) in zip(baseline_styles,
-                                       report["baselines"].items()):
-      ax.axhline(baseline["dev"][baseline_key], color="0.45", linestyle=style,
-                 linewidth=1, label=f"baseline: {name}")
+    for style, (name, baseline) in zip(
+        baseline_styles, report["baselines"].items()
+    ):
+      ax.axhline(
+          baseline["dev"][baseline_key],
+          color="0.45",
+          linestyle=style,
+          linewidth=1,
+          label=f"baseline: {name}",
+      )
     ax.set_xlabel("training step")
-    eval_steps = sorted({s for r in report["configs"] for run in r.runs
-                         for s in run.curve["step"]})
+    eval_steps = sorted(
+        {
+            s
+            for r in report["configs"]
+            for run in r.runs
+            for s in run.curve["step"]
+        }
+    )
     if len(eval_steps) <= 12:  # Tick the evaluations themselves.
       ax.set_xticks(eval_steps)
     else:
@@ -836,8 +1024,9 @@ def plot_dev_curves(report: Mapping[str, Any], path: pathlib.Path) -> None:
     ax.grid(alpha=0.3)
   # One legend below both panels, so that no curve hides behind it.
   handles, labels = axes[0].get_legend_handles_labels()
-  fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8,
-             frameon=False)
+  fig.legend(
+      handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False
+  )
   fig.suptitle("Dev metrics over training (band: min–max over seeds)")
   fig.tight_layout(rect=(0, 0.1, 1, 1))
   fig.savefig(path, dpi=PLOT_DPI)
@@ -847,12 +1036,14 @@ def plot_dev_curves(report: Mapping[str, Any], path: pathlib.Path) -> None:
 def plot_reliability(report: Mapping[str, Any], path: pathlib.Path) -> None:
   """Per config: observed boundary frequency vs mean predicted probability."""
   import matplotlib  # pylint: disable=g-import-not-at-top
+
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
 
   results = report["configs"]
-  fig, axes = plt.subplots(1, len(results), figsize=(4.6 * len(results), 4.6),
-                           squeeze=False)
+  fig, axes = plt.subplots(
+      1, len(results), figsize=(4.6 * len(results), 4.6), squeeze=False
+  )
   edges = np.linspace(0.0, 1.0, NUM_BINS + 1)
   for ax, result in zip(axes[0], results):
     bins = result.pooled_calibration()
@@ -860,15 +1051,28 @@ def plot_reliability(report: Mapping[str, Any], path: pathlib.Path) -> None:
     filled = count > 0
     # Counts are skewed (most sentences are not boundaries): log scale.
     counts_ax = ax.twinx()
-    counts_ax.bar(edges[:-1], count, width=1.0 / NUM_BINS, align="edge",
-                  color="0.9", edgecolor="0.7", linewidth=0.5)
+    counts_ax.bar(
+        edges[:-1],
+        count,
+        width=1.0 / NUM_BINS,
+        align="edge",
+        color="0.9",
+        edgecolor="0.7",
+        linewidth=0.5,
+    )
     counts_ax.set_yscale("log")
     counts_ax.set_ylim(bottom=0.5)  # A bin of one sentence stays visible.
     counts_ax.set_ylabel("sentences per bin (bars, log)", color="0.4")
     ax.set_zorder(counts_ax.get_zorder() + 1)
     ax.patch.set_visible(False)
-    ax.plot([0, 1], [0, 1], linestyle="--", color="0.3", linewidth=1,
-            label="perfect calibration")
+    ax.plot(
+        [0, 1],
+        [0, 1],
+        linestyle="--",
+        color="0.3",
+        linewidth=1,
+        label="perfect calibration",
+    )
     mean_prob = bins["bin_prob_sum"][filled] / count[filled]
     frequency = bins["bin_positive"][filled] / count[filled]
     ax.plot(mean_prob, frequency, marker="o", color="C3", label="observed")
@@ -876,9 +1080,11 @@ def plot_reliability(report: Mapping[str, Any], path: pathlib.Path) -> None:
     ax.set_ylim(0, 1)
     ax.set_xlabel("predicted boundary probability (bin mean)")
     ax.set_ylabel("observed boundary frequency")
-    ax.set_title(f"{result.label}: test ECE {calibration_ece(bins):.3f}\n"
-                 f"({len(result.runs)} seeds pooled, {NUM_BINS} bins)",
-                 fontsize=10)
+    ax.set_title(
+        f"{result.label}: test ECE {calibration_ece(bins):.3f}\n"
+        f"({len(result.runs)} seeds pooled, {NUM_BINS} bins)",
+        fontsize=10,
+    )
     ax.legend(fontsize=8, loc="upper left")
   fig.tight_layout()
   fig.savefig(path, dpi=PLOT_DPI)
@@ -888,17 +1094,23 @@ def plot_reliability(report: Mapping[str, Any], path: pathlib.Path) -> None:
 def write_outputs(report: Mapping[str, Any], output: pathlib.Path) -> dict:
   """Writes the PNGs, comparison.md and comparison.json; returns their paths."""
   output.mkdir(parents=True, exist_ok=True)
-  plots = {"dev curves": output / "dev_curves.png",
-           "reliability diagrams": output / "reliability.png"}
+  plots = {
+      "dev curves": output / "dev_curves.png",
+      "reliability diagrams": output / "reliability.png",
+  }
   plot_dev_curves(report, plots["dev curves"])
   plot_reliability(report, plots["reliability diagrams"])
-  paths = {"markdown": output / "comparison.md",
-           "json": output / "comparison.json", **plots}
+  paths = {
+      "markdown": output / "comparison.md",
+      "json": output / "comparison.json",
+      **plots,
+  }
   paths["markdown"].write_text(
-      markdown(report, {k: str(v) for k, v in plots.items()}),
-      encoding="utf-8")
-  paths["json"].write_text(json.dumps(report_json(report), indent=1),
-                           encoding="utf-8")
+      markdown(report, {k: str(v) for k, v in plots.items()}), encoding="utf-8"
+  )
+  paths["json"].write_text(
+      json.dumps(report_json(report), indent=1), encoding="utf-8"
+  )
   return paths
 
 
@@ -907,7 +1119,8 @@ class _QuietOrbax:
 
   def filter(self, record) -> bool:
     return record.levelno > logging.converter.STANDARD_INFO or (
-        "/orbax/" not in record.pathname)
+        "/orbax/" not in record.pathname
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, pathlib.Path]:

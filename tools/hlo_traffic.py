@@ -22,8 +22,18 @@ import jax
 import bench_losses
 import bench_report
 
-_BYTES = {"pred": 1, "s8": 1, "u8": 1, "bf16": 2, "f16": 2, "s32": 4, "u32": 4,
-          "f32": 4, "s64": 8, "f64": 8}
+_BYTES = {
+    "pred": 1,
+    "s8": 1,
+    "u8": 1,
+    "bf16": 2,
+    "f16": 2,
+    "s32": 4,
+    "u32": 4,
+    "f32": 4,
+    "s64": 8,
+    "f64": 8,
+}
 _SKIPPED = {"parameter", "constant", "tuple", "get-tuple-element", "bitcast"}
 
 
@@ -48,7 +58,9 @@ def kernel_traffic(hlo_text: str) -> list[tuple[str, int, int]]:
       continue
     name, rhs = line.split(" = ", 1)
     name = name.replace("ROOT", "").strip()
-    shape = rhs[:rhs.index(")") + 1] if rhs.startswith("(") else rhs.split(" ")[0]
+    shape = (
+        rhs[: rhs.index(")") + 1] if rhs.startswith("(") else rhs.split(" ")[0]
+    )
     sizes[name] = _array_bytes(shape)
     opcode = re.search(r"\s([\w-]+)\(", rhs).group(1)
     if opcode in _SKIPPED:
@@ -62,8 +74,9 @@ def kernel_traffic(hlo_text: str) -> list[tuple[str, int, int]]:
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--num-classes", type=int, default=5)
-  parser.add_argument("--dtype", default="float32",
-                      help="dtype of the logits, e.g. bfloat16")
+  parser.add_argument(
+      "--dtype", default="float32", help="dtype of the logits, e.g. bfloat16"
+  )
   parser.add_argument("--kernels", action="store_true")
   bench_report.add_losses_option(parser)
   args = parser.parse_args()
@@ -71,21 +84,29 @@ def main():
   logits, labels = bench_losses.inputs(args.num_classes)
   logits = logits.astype(args.dtype)
   mib = 2.0**20
-  print(f"[{bench_losses.SHAPE[0]}, {bench_losses.SHAPE[1]}, "
-        f"{args.num_classes}] {args.dtype} forward + backward")
-  print(f"{'loss':28s} {'temp':>9s} {'kernels':>8s} {'read':>10s} "
-        f"{'written':>10s}")
+  print(
+      f"[{bench_losses.SHAPE[0]}, {bench_losses.SHAPE[1]}, "
+      f"{args.num_classes}] {args.dtype} forward + backward"
+  )
+  print(
+      f"{'loss':28s} {'temp':>9s} {'kernels':>8s} {'read':>10s} "
+      f"{'written':>10s}"
+  )
   for name, fn in bench_losses.candidates(args.num_classes, module).items():
     compiled = jax.jit(jax.value_and_grad(fn)).lower(logits, labels).compile()
     kernels = kernel_traffic(compiled.as_text())
     temp = compiled.memory_analysis().temp_size_in_bytes
     read = sum(r for _, r, _ in kernels)
     written = sum(w for _, _, w in kernels)
-    print(f"{name:28s} {temp / mib:6.1f} MiB {len(kernels):8d} "
-          f"{read / mib:6.1f} MiB {written / mib:6.1f} MiB")
+    print(
+        f"{name:28s} {temp / mib:6.1f} MiB {len(kernels):8d} "
+        f"{read / mib:6.1f} MiB {written / mib:6.1f} MiB"
+    )
     if args.kernels:
       for kernel, r, w in sorted(kernels, key=lambda k: -(k[1] + k[2]))[:12]:
-        print(f"    {kernel:40s} read {r / mib:6.1f} MiB  write {w / mib:6.1f} MiB")
+        print(
+            f"    {kernel:40s} read {r / mib:6.1f} MiB  write {w / mib:6.1f} MiB"
+        )
 
 
 if __name__ == "__main__":

@@ -29,28 +29,51 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def process_command(train_args: list[str], *, port: int, num_processes: int,
-                    process_id: int) -> list[str]:
-  return [sys.executable, "-m", "segjax.train", *train_args,
-          f"--coordinator_address=127.0.0.1:{port}",
-          f"--num_processes={num_processes}", f"--process_id={process_id}"]
+def process_command(
+    train_args: list[str], *, port: int, num_processes: int, process_id: int
+) -> list[str]:
+  return [
+      sys.executable,
+      "-m",
+      "segjax.train",
+      *train_args,
+      f"--coordinator_address=127.0.0.1:{port}",
+      f"--num_processes={num_processes}",
+      f"--process_id={process_id}",
+  ]
 
 
-def launch(train_args: list[str], *, num_processes: int,
-           devices_per_process: int, log_dir: pathlib.Path) -> int:
+def launch(
+    train_args: list[str],
+    *,
+    num_processes: int,
+    devices_per_process: int,
+    log_dir: pathlib.Path,
+) -> int:
   """Runs the job; returns 0 when every process exits 0."""
   log_dir.mkdir(parents=True, exist_ok=True)
   port = free_port()
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=(
-      f"--xla_force_host_platform_device_count={devices_per_process}"))
+  env = dict(
+      os.environ,
+      JAX_PLATFORMS="cpu",
+      XLA_FLAGS=(
+          f"--xla_force_host_platform_device_count={devices_per_process}"
+      ),
+  )
   processes, logs = [], []
   for i in range(num_processes):
     log = open(log_dir / f"process_{i}.log", "w", encoding="utf-8")
     logs.append(log)
-    processes.append(subprocess.Popen(
-        process_command(train_args, port=port, num_processes=num_processes,
-                        process_id=i),
-        stdout=log, stderr=subprocess.STDOUT, env=env))
+    processes.append(
+        subprocess.Popen(
+            process_command(
+                train_args, port=port, num_processes=num_processes, process_id=i
+            ),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    )
 
   def forward(signum, frame):
     del frame
@@ -62,12 +85,14 @@ def launch(train_args: list[str], *, num_processes: int,
   signal.signal(signal.SIGINT, forward)
   status = 0
   while any(p.poll() is None for p in processes):
-    failed = [i for i, p in enumerate(processes)
-              if p.poll() not in (None, 0)]
+    failed = [i for i, p in enumerate(processes) if p.poll() not in (None, 0)]
     if failed and not status:
       status = 1
-      print(f"process {failed[0]} failed (exit {processes[failed[0]].poll()});"
-            " stopping the others", file=sys.stderr)
+      print(
+          f"process {failed[0]} failed (exit {processes[failed[0]].poll()});"
+          " stopping the others",
+          file=sys.stderr,
+      )
       for p in processes:
         if p.poll() is None:
           p.terminate()
@@ -83,20 +108,30 @@ def launch(train_args: list[str], *, num_processes: int,
 def main() -> int:
   parser = argparse.ArgumentParser(
       description=__doc__.splitlines()[0],
-      usage="%(prog)s [options] -- <segjax.train flags>")
+      usage="%(prog)s [options] -- <segjax.train flags>",
+  )
   parser.add_argument("--num_processes", type=int, default=2)
   parser.add_argument("--devices_per_process", type=int, default=2)
-  parser.add_argument("--log_dir", type=pathlib.Path,
-                      default=pathlib.Path("runs/launch_local_logs"))
+  parser.add_argument(
+      "--log_dir",
+      type=pathlib.Path,
+      default=pathlib.Path("runs/launch_local_logs"),
+  )
   parser.add_argument("train_args", nargs=argparse.REMAINDER)
   args = parser.parse_args()
-  train_args = args.train_args[1:] if args.train_args[:1] == ["--"] else (
-      args.train_args)
+  train_args = (
+      args.train_args[1:]
+      if args.train_args[:1] == ["--"]
+      else (args.train_args)
+  )
   if not train_args:
     parser.error("give the segjax.train flags after --")
-  return launch(train_args, num_processes=args.num_processes,
-                devices_per_process=args.devices_per_process,
-                log_dir=args.log_dir)
+  return launch(
+      train_args,
+      num_processes=args.num_processes,
+      devices_per_process=args.devices_per_process,
+      log_dir=args.log_dir,
+  )
 
 
 if __name__ == "__main__":

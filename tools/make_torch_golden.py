@@ -71,7 +71,7 @@ def _pad(labels: np.ndarray, pattern: str, rng: np.random.Generator):
     return pattern
   if pattern == "trailing":
     for row in range(b):
-      labels[row, rng.integers(1, t + 1):] = IGNORE_INDEX
+      labels[row, rng.integers(1, t + 1) :] = IGNORE_INDEX
     return pattern
   if pattern == "full_sequence":
     if b == 1:
@@ -79,7 +79,7 @@ def _pad(labels: np.ndarray, pattern: str, rng: np.random.Generator):
     labels[rng.integers(b)] = IGNORE_INDEX
     full = (labels == IGNORE_INDEX).all(axis=1)
     for row in np.flatnonzero(~full):  # Trailing padding on one other row.
-      labels[row, rng.integers(1, t + 1):] = IGNORE_INDEX
+      labels[row, rng.integers(1, t + 1) :] = IGNORE_INDEX
       break
     return pattern
   raise ValueError(pattern)
@@ -92,17 +92,25 @@ def _torch_losses(logits, labels, weights, has_weights, eps):
 
   def loss(x, dtype):
     w = torch.from_numpy(weights).to(dtype) if has_weights else None
-    return F.cross_entropy(x.reshape(-1, c), target, weight=w,
-                           ignore_index=IGNORE_INDEX, label_smoothing=eps,
-                           reduction="mean")
+    return F.cross_entropy(
+        x.reshape(-1, c),
+        target,
+        weight=w,
+        ignore_index=IGNORE_INDEX,
+        label_smoothing=eps,
+        reduction="mean",
+    )
 
   x64 = torch.from_numpy(logits).to(torch.float64).requires_grad_(True)
   loss64 = loss(x64, torch.float64)
   loss64.backward()
   with torch.no_grad():
     loss32 = loss(torch.from_numpy(logits), torch.float32)
-  return (np.float64(loss64.item()), np.float32(loss32.item()),
-          x64.grad.numpy().astype(np.float64))
+  return (
+      np.float64(loss64.item()),
+      np.float32(loss32.item()),
+      x64.grad.numpy().astype(np.float64),
+  )
 
 
 def make_cases(rng: np.random.Generator) -> list[dict]:
@@ -114,19 +122,38 @@ def make_cases(rng: np.random.Generator) -> list[dict]:
     logits = (scale * rng.standard_normal((b, t, c))).astype(np.float32)
     labels = rng.integers(0, c, size=(b, t)).astype(np.int32)
     padding = _pad(labels, PADDINGS[(i + i // 6) % len(PADDINGS)], rng)
-    weights = (rng.uniform(0.2, 3.0, size=c).astype(np.float32)
-               if has_weights else np.ones(c, np.float32))
+    weights = (
+        rng.uniform(0.2, 3.0, size=c).astype(np.float32)
+        if has_weights
+        else np.ones(c, np.float32)
+    )
     assert (labels != IGNORE_INDEX).any()
-    cases.append(dict(logits=logits, labels=labels, weights=weights,
-                      has_weights=has_weights, eps=eps, scale=scale,
-                      padding=padding, all_ignored=False))
+    cases.append(
+        dict(
+            logits=logits,
+            labels=labels,
+            weights=weights,
+            has_weights=has_weights,
+            eps=eps,
+            scale=scale,
+            padding=padding,
+            all_ignored=False,
+        )
+    )
   # Every label ignored: torch's mean is 0/0.
   c, b, t = 3, 2, 5
-  cases.append(dict(
-      logits=rng.standard_normal((b, t, c)).astype(np.float32),
-      labels=np.full((b, t), IGNORE_INDEX, np.int32),
-      weights=rng.uniform(0.2, 3.0, size=c).astype(np.float32),
-      has_weights=True, eps=0.1, scale=1.0, padding="all", all_ignored=True))
+  cases.append(
+      dict(
+          logits=rng.standard_normal((b, t, c)).astype(np.float32),
+          labels=np.full((b, t), IGNORE_INDEX, np.int32),
+          weights=rng.uniform(0.2, 3.0, size=c).astype(np.float32),
+          has_weights=True,
+          eps=0.1,
+          scale=1.0,
+          padding="all",
+          all_ignored=True,
+      )
+  )
   return cases
 
 
@@ -137,32 +164,42 @@ def main():
 
   torch.use_deterministic_algorithms(True)
   cases = make_cases(np.random.default_rng(SEED))
-  out = {"num_cases": np.int64(len(cases)),
-         "torch_version": np.str_(torch.__version__)}
+  out = {
+      "num_cases": np.int64(len(cases)),
+      "torch_version": np.str_(torch.__version__),
+  }
   for i, case in enumerate(cases):
     loss64, loss32, grad64 = _torch_losses(
-        case["logits"], case["labels"], case["weights"], case["has_weights"],
-        case["eps"])
+        case["logits"],
+        case["labels"],
+        case["weights"],
+        case["has_weights"],
+        case["eps"],
+    )
     if not case["all_ignored"]:
       assert np.isfinite(loss64) and np.isfinite(loss32), i
     p = f"case{i}_"
-    out.update({
-        p + "logits": case["logits"],
-        p + "labels": case["labels"],
-        p + "weights": case["weights"],
-        p + "has_weights": np.bool_(case["has_weights"]),
-        p + "eps": np.float64(case["eps"]),
-        p + "ignore_index": np.int64(IGNORE_INDEX),
-        p + "scale": np.float64(case["scale"]),
-        p + "padding": np.str_(case["padding"]),
-        p + "all_ignored": np.bool_(case["all_ignored"]),
-        p + "loss64": loss64,
-        p + "loss32": loss32,
-        p + "grad64": grad64,
-    })
+    out.update(
+        {
+            p + "logits": case["logits"],
+            p + "labels": case["labels"],
+            p + "weights": case["weights"],
+            p + "has_weights": np.bool_(case["has_weights"]),
+            p + "eps": np.float64(case["eps"]),
+            p + "ignore_index": np.int64(IGNORE_INDEX),
+            p + "scale": np.float64(case["scale"]),
+            p + "padding": np.str_(case["padding"]),
+            p + "all_ignored": np.bool_(case["all_ignored"]),
+            p + "loss64": loss64,
+            p + "loss32": loss32,
+            p + "grad64": grad64,
+        }
+    )
   np.savez_compressed(args.output, **out)
-  print(f"wrote {len(cases)} cases (torch {torch.__version__}) to "
-        f"{args.output}")
+  print(
+      f"wrote {len(cases)} cases (torch {torch.__version__}) to "
+      f"{args.output}"
+  )
 
 
 if __name__ == "__main__":

@@ -70,27 +70,71 @@ ARTICLE_NAMESPACE = 0
 MIN_WORD_CHARS = 2
 
 # Wiki-727K kept prose only; these sections are link and citation lists.
-REFERENCE_SECTIONS = frozenset({
-    "bibliography", "citations", "external links", "footnotes",
-    "further reading", "notes", "notes and references", "references",
-    "references and notes", "see also", "sources", "works cited",
-})
+REFERENCE_SECTIONS = frozenset(
+    {
+        "bibliography",
+        "citations",
+        "external links",
+        "footnotes",
+        "further reading",
+        "notes",
+        "notes and references",
+        "references",
+        "references and notes",
+        "see also",
+        "sources",
+        "works cited",
+    }
+)
 
 # Templates that mark a page as a disambiguation or set-index page; any
 # template named "... disambiguation" counts too.
-DISAMBIGUATION_TEMPLATES = frozenset({
-    "disambiguation", "disambig", "disamb", "dab", "geodis", "hndis",
-    "set index article", "set index", "sia", "surname", "given name",
-    "ship index", "mountain index", "road index", "sport index", "lake index",
-})
+DISAMBIGUATION_TEMPLATES = frozenset(
+    {
+        "disambiguation",
+        "disambig",
+        "disamb",
+        "dab",
+        "geodis",
+        "hndis",
+        "set index article",
+        "set index",
+        "sia",
+        "surname",
+        "given name",
+        "ship index",
+        "mountain index",
+        "road index",
+        "sport index",
+        "lake index",
+    }
+)
 
 # Tags whose content is not prose (or is a table, whose cells are not
 # sentences); every other tag keeps its content and loses its markup.
-DROPPED_TAGS = frozenset({
-    "ref", "references", "gallery", "math", "chem", "ce", "code", "pre",
-    "source", "syntaxhighlight", "timeline", "imagemap", "score", "hiero",
-    "graph", "mapframe", "maplink", "templatedata", "table",
-})
+DROPPED_TAGS = frozenset(
+    {
+        "ref",
+        "references",
+        "gallery",
+        "math",
+        "chem",
+        "ce",
+        "code",
+        "pre",
+        "source",
+        "syntaxhighlight",
+        "timeline",
+        "imagemap",
+        "score",
+        "hiero",
+        "graph",
+        "mapframe",
+        "maplink",
+        "templatedata",
+        "table",
+    }
+)
 LIST_MARKUP = frozenset("*#;:")
 # Link namespaces that render as media or page metadata rather than text.
 HIDDEN_LINK_NAMESPACES = frozenset({"file", "image", "media", "category"})
@@ -126,6 +170,7 @@ class ConversionError(Exception):
 @dataclasses.dataclass(frozen=True)
 class Page:
   """One <page> of the dump, reduced to what the conversion needs."""
+
   page_id: int
   title: str
   namespace: int
@@ -136,6 +181,7 @@ class Page:
 @dataclasses.dataclass(frozen=True)
 class Segment:
   """A section of an article: its header fields and its sentences."""
+
   level: int
   title: str
   sentences: tuple[str, ...]
@@ -157,16 +203,19 @@ def _export_namespace(path: pathlib.Path, root_tag: str) -> str:
   """Returns the `{uri}` prefix of the export schema, whatever its version."""
   if not root_tag.endswith("mediawiki"):
     raise ConversionError(
-        f"{path}: root element is <{root_tag}>, not a MediaWiki export")
-  return root_tag[:-len("mediawiki")]
+        f"{path}: root element is <{root_tag}>, not a MediaWiki export"
+    )
+  return root_tag[: -len("mediawiki")]
 
 
 def _page_from_element(elem: ET.Element, ns: str) -> Page:
   """Builds a Page from a complete <page> element."""
   text = elem.findtext(f"{ns}revision/{ns}text") or ""
   # Old dumps have no <redirect> element; the wikitext still says so.
-  is_redirect = (elem.find(f"{ns}redirect") is not None or
-                 text.lstrip()[:9].upper() == "#REDIRECT")
+  is_redirect = (
+      elem.find(f"{ns}redirect") is not None
+      or text.lstrip()[:9].upper() == "#REDIRECT"
+  )
   return Page(
       page_id=int(elem.findtext(f"{ns}id")),
       title=elem.findtext(f"{ns}title") or "",
@@ -318,6 +367,7 @@ def is_sentence(text: str) -> bool:
 @dataclasses.dataclass
 class _RawSection:
   """A section before sentence splitting: header fields and body nodes."""
+
   level: int
   title: str
   nodes: list
@@ -328,16 +378,17 @@ def raw_sections(wikicode) -> list[_RawSection]:
   sections = [_RawSection(1, PREFACE_TITLE, [])]
   for node in wikicode.nodes:
     if isinstance(node, mw_nodes.Heading):
-      sections.append(_RawSection(max(1, node.level - 1), heading_title(node),
-                                  []))
+      sections.append(
+          _RawSection(max(1, node.level - 1), heading_title(node), [])
+      )
     else:
       sections[-1].nodes.append(node)
   return sections
 
 
 def without_reference_sections(
-    sections: Sequence[_RawSection],
-    counts: collections.Counter) -> list[_RawSection]:
+    sections: Sequence[_RawSection], counts: collections.Counter
+) -> list[_RawSection]:
   """Drops reference-type sections and their subsections."""
   kept = []
   dropped_level = None
@@ -371,8 +422,7 @@ class Converter:
           result.append(sentence)
     return tuple(result)
 
-  def segments(self, wikicode,
-               counts: collections.Counter) -> list[Segment]:
+  def segments(self, wikicode, counts: collections.Counter) -> list[Segment]:
     """Returns the segments kept from an article, counting those dropped."""
     result = []
     for section in without_reference_sections(raw_sections(wikicode), counts):
@@ -380,8 +430,9 @@ class Converter:
       if len(sentences) < self._min_sentences:
         counts["sections_dropped_too_short"] += 1
         continue
-      result.append(Segment(section.level, section.title or "untitled",
-                            sentences))
+      result.append(
+          Segment(section.level, section.title or "untitled", sentences)
+      )
     return result
 
 
@@ -422,7 +473,8 @@ def prepare_output(output: pathlib.Path, overwrite: bool) -> None:
     if not overwrite:
       raise ConversionError(
           f"{output}: directory is not empty; pass --overwrite to replace "
-          "an earlier conversion")
+          "an earlier conversion"
+      )
     for split in SPLITS:
       shutil.rmtree(output / split, ignore_errors=True)
     (output / STATS_FILE).unlink(missing_ok=True)
@@ -430,8 +482,12 @@ def prepare_output(output: pathlib.Path, overwrite: bool) -> None:
     (output / split).mkdir(parents=True, exist_ok=True)
 
 
-def classify(page: Page, converter: Converter, min_segments: int,
-             counts: collections.Counter) -> tuple[str | None, list[Segment]]:
+def classify(
+    page: Page,
+    converter: Converter,
+    min_segments: int,
+    counts: collections.Counter,
+) -> tuple[str | None, list[Segment]]:
   """Returns why a page is skipped (or None) and the segments of an article.
 
   Section drops are counted for every article examined, including those then
@@ -480,21 +536,28 @@ def convert(args: argparse.Namespace) -> dict:
       continue
     split = split_of(page.page_id, args.dev_fraction, args.test_fraction)
     (output / split / str(page.page_id)).write_text(
-        format_article(segments), encoding="utf-8")
+        format_article(segments), encoding="utf-8"
+    )
     per_split[split].update(
-        articles=1, segments=len(segments),
-        sentences=sum(len(s.sentences) for s in segments))
+        articles=1,
+        segments=len(segments),
+        sentences=sum(len(s.sentences) for s in segments),
+    )
     counts["articles_written"] += 1
     if counts["articles_written"] == args.max_articles:
       break
   stats = build_stats(args, counts, per_split)
   (output / STATS_FILE).write_text(
-      json.dumps(stats, indent=2) + "\n", encoding="utf-8")
+      json.dumps(stats, indent=2) + "\n", encoding="utf-8"
+  )
   return stats
 
 
-def build_stats(args: argparse.Namespace, counts: collections.Counter,
-                per_split: dict[str, collections.Counter]) -> dict:
+def build_stats(
+    args: argparse.Namespace,
+    counts: collections.Counter,
+    per_split: dict[str, collections.Counter],
+) -> dict:
   """Gathers the counts (all keys present, zeros included) and the options."""
   return {
       # The file name only, so that stats do not depend on where it lives.
@@ -510,16 +573,22 @@ def build_stats(args: argparse.Namespace, counts: collections.Counter,
       "articles_written": counts["articles_written"],
       "skipped": {
           reason: counts[f"skipped_{reason}"]
-          for reason in ("redirect", "disambiguation", "namespace",
-                         "too_few_segments")
+          for reason in (
+              "redirect",
+              "disambiguation",
+              "namespace",
+              "too_few_segments",
+          )
       },
       "sections_dropped": {
           "reference_type": counts["sections_dropped_reference"],
           "too_short": counts["sections_dropped_too_short"],
       },
       "splits": {
-          split: {key: per_split[split][key]
-                  for key in ("articles", "segments", "sentences")}
+          split: {
+              key: per_split[split][key]
+              for key in ("articles", "segments", "sentences")
+          }
           for split in SPLITS
       },
   }
@@ -528,8 +597,7 @@ def build_stats(args: argparse.Namespace, counts: collections.Counter,
 def format_stats(stats: dict) -> str:
   """Returns the statistics as a short human-readable report."""
   skipped = ", ".join(f"{k} {v}" for k, v in stats["skipped"].items())
-  dropped = ", ".join(
-      f"{k} {v}" for k, v in stats["sections_dropped"].items())
+  dropped = ", ".join(f"{k} {v}" for k, v in stats["sections_dropped"].items())
   lines = [
       f"pages seen: {stats['pages_seen']}",
       f"articles written: {stats['articles_written']}",
@@ -537,8 +605,10 @@ def format_stats(stats: dict) -> str:
       f"sections dropped: {dropped}",
   ]
   for split, c in stats["splits"].items():
-    lines.append(f"{split}: {c['articles']} articles, {c['segments']} "
-                 f"segments, {c['sentences']} sentences")
+    lines.append(
+        f"{split}: {c['articles']} articles, {c['segments']} "
+        f"segments, {c['sentences']} sentences"
+    )
   return "\n".join(lines)
 
 
@@ -567,22 +637,41 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   """Parses and checks the command-line flags."""
   parser = argparse.ArgumentParser(
       prog="prepare_wikipedia",
-      description="Convert a MediaWiki XML dump to the Wiki-727K layout.")
-  parser.add_argument("--input", required=True,
-                      help="MediaWiki XML dump, .xml or .xml.bz2")
-  parser.add_argument("--output", required=True,
-                      help="folder to create train/ dev/ test/ and "
-                      "stats.json in")
-  parser.add_argument("--min_sentences", type=_count, default=2,
-                      help="drop sections with fewer sentences")
-  parser.add_argument("--min_segments", type=_count, default=3,
-                      help="drop articles left with fewer segments")
+      description="Convert a MediaWiki XML dump to the Wiki-727K layout.",
+  )
+  parser.add_argument(
+      "--input", required=True, help="MediaWiki XML dump, .xml or .xml.bz2"
+  )
+  parser.add_argument(
+      "--output",
+      required=True,
+      help="folder to create train/ dev/ test/ and " "stats.json in",
+  )
+  parser.add_argument(
+      "--min_sentences",
+      type=_count,
+      default=2,
+      help="drop sections with fewer sentences",
+  )
+  parser.add_argument(
+      "--min_segments",
+      type=_count,
+      default=3,
+      help="drop articles left with fewer segments",
+  )
   parser.add_argument("--dev_fraction", type=_fraction, default=0.1)
   parser.add_argument("--test_fraction", type=_fraction, default=0.1)
-  parser.add_argument("--max_articles", type=_count, default=0,
-                      help="stop after writing this many articles (0 = all)")
-  parser.add_argument("--overwrite", action="store_true",
-                      help="replace the output of an earlier conversion")
+  parser.add_argument(
+      "--max_articles",
+      type=_count,
+      default=0,
+      help="stop after writing this many articles (0 = all)",
+  )
+  parser.add_argument(
+      "--overwrite",
+      action="store_true",
+      help="replace the output of an earlier conversion",
+  )
   args = parser.parse_args(argv)
   if args.dev_fraction + args.test_fraction > 1.0:
     parser.error("--dev_fraction + --test_fraction must not exceed 1")

@@ -75,7 +75,7 @@ def _decode(data: bytes, path: pathlib.Path) -> str:
   try:
     return data.decode("utf-8-sig")
   except UnicodeDecodeError as e:
-    line = data[:e.start].count(b"\n") + 1
+    line = data[: e.start].count(b"\n") + 1
     raise DataError(f"{path}:{line}: not valid UTF-8 ({e.reason})") from None
 
 
@@ -93,7 +93,8 @@ def _data_files(root: pathlib.Path, suffix: str = "") -> list[pathlib.Path]:
   if not root.is_dir():
     raise DataError(f"{root}: not a directory")
   files = sorted(
-      p for p in root.rglob("*")
+      p
+      for p in root.rglob("*")
       if p.is_file()
       and p.name.endswith(suffix)
       and not any(part.startswith(".") for part in p.relative_to(root).parts)
@@ -209,8 +210,11 @@ def read_jsonl(path: PathLike) -> ReadResult:
   other keys are ignored. Empty sentences and segments are dropped.
   """
   path = pathlib.Path(path)
-  root, files = (path, _data_files(path, ".jsonl")) if path.is_dir() else (
-      path.parent, [path])
+  root, files = (
+      (path, _data_files(path, ".jsonl"))
+      if path.is_dir()
+      else (path.parent, [path])
+  )
   documents, num_skipped = [], 0
   for file in files:
     if not file.is_file():

@@ -92,7 +92,7 @@ def document_windows(
   """The windows of a document (`stride` defaults to `max_sentences`)."""
   sentences = document.sentences
   return [
-      Window(start, sentences[start:start + max_sentences])
+      Window(start, sentences[start : start + max_sentences])
       for start in window_starts(
           len(sentences), max_sentences, stride or max_sentences
       )
@@ -138,10 +138,10 @@ class WindowTable:
 
   def __post_init__(self):
     shape = (len(self.sentences), self.tokenizer.max_tokens)
-    object.__setattr__(self, "_token_cache",
-                       np.zeros(shape, self.tokenizer.id_dtype))
-    object.__setattr__(self, "_is_cached",
-                       np.zeros(len(self.sentences), bool))
+    object.__setattr__(
+        self, "_token_cache", np.zeros(shape, self.tokenizer.id_dtype)
+    )
+    object.__setattr__(self, "_is_cached", np.zeros(len(self.sentences), bool))
 
   @property
   def num_windows(self) -> int:
@@ -241,7 +241,8 @@ def gather_windows(table: WindowTable, rows: np.ndarray) -> Batch:
       sentence_mask, table.window_offset[safe_rows][:, None] + positions, 0
   )
   tokens = np.zeros(
-      sentence_mask.shape + (table.tokenizer.max_tokens,), np.int32)
+      sentence_mask.shape + (table.tokenizer.max_tokens,), np.int32
+  )
   tokens[sentence_mask] = table.tokens(flat[sentence_mask])
   labels = np.where(sentence_mask, table.labels[flat], table.ignore_index)
   return {
@@ -335,16 +336,24 @@ def make_train_iterator(
     A grain `DatasetIterator` of numpy batches.
   """
   rows = local_rows(global_batch_size, process_index, process_count)
-  table = _with_labelled_windows_only(tokenize_windows(
-      documents, tokenizer, max_sentences=max_sentences,
-      stride=stride or max_sentences, ignore_index=ignore_index,
-  ))
+  table = _with_labelled_windows_only(
+      tokenize_windows(
+          documents,
+          tokenizer,
+          max_sentences=max_sentences,
+          stride=stride or max_sentences,
+          ignore_index=ignore_index,
+      )
+  )
   if not table.num_windows:
     raise ValueError("no training window has a label (documents too short?)")
   logging.info(
       "Training windows: %d from %d documents (%.1f global batches of %d per"
-      " epoch)", table.num_windows, len(documents),
-      table.num_windows / global_batch_size, global_batch_size,
+      " epoch)",
+      table.num_windows,
+      len(documents),
+      table.num_windows / global_batch_size,
+      global_batch_size,
   )
   dataset = (
       grain.MapDataset.range(table.num_windows)
@@ -389,12 +398,15 @@ def make_eval_batches(
   """
   rows = local_rows(global_batch_size, process_index, process_count)
   table = tokenize_windows(
-      documents, tokenizer, max_sentences=max_sentences,
-      stride=stride or max(max_sentences // 2, 1), ignore_index=ignore_index,
+      documents,
+      tokenizer,
+      max_sentences=max_sentences,
+      stride=stride or max(max_sentences // 2, 1),
+      ignore_index=ignore_index,
   )
   num_batches = -(-table.num_windows // global_batch_size)
   padded = np.full(num_batches * global_batch_size, -1, np.int64)
-  padded[:table.num_windows] = np.arange(table.num_windows)
+  padded[: table.num_windows] = np.arange(table.num_windows)
   batches = []
   for global_windows in padded.reshape(num_batches, global_batch_size):
     windows = global_windows[rows]
@@ -462,8 +474,7 @@ def stitch_window_probs(
     left = positions if start > 0 else np.full(length, np.inf)
     at_document_end = start + length >= num_sentences
     right = (
-        np.full(length, np.inf) if at_document_end
-        else length - 1 - positions
+        np.full(length, np.inf) if at_document_end else length - 1 - positions
     )
     context = np.minimum(left, right)
     covered = slice(start, start + length)
@@ -489,7 +500,7 @@ def pad_documents(
   dtype = arrays[0].dtype if arrays else np.float32
   out = np.full((len(arrays), max_length) + trailing, fill_value, dtype)
   for row, array in zip(out, arrays):
-    row[:len(array)] = array
+    row[: len(array)] = array
   return out
 
 

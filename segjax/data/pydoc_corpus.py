@@ -93,7 +93,8 @@ def topic_sentences(topic_text: str) -> list[str]:
     lines = [line for line in block.splitlines() if line.strip()]
     if lines and _is_prose_block(lines):
       sentences.extend(
-          s for s in text.split_sentences(_joined_block(lines))
+          s
+          for s in text.split_sentences(_joined_block(lines))
           if _is_prose_sentence(s)
       )
   return sentences
@@ -107,7 +108,8 @@ def all_topic_sentences() -> dict[str, tuple[str, ...]]:
       for name, body in sorted(pydoc_topics.topics.items())
   }
   return {
-      name: sentences for name, sentences in topics.items()
+      name: sentences
+      for name, sentences in topics.items()
       if len(sentences) >= MIN_SEGMENT_SENTENCES
   }
 
@@ -132,14 +134,14 @@ def split_topics() -> dict[str, tuple[str, ...]]:
   splits = {split: [] for split in SPLITS}
   for group_start in range(0, len(by_size), _TOPIC_GROUP_SIZE):
     group = sorted(
-        by_size[group_start:group_start + _TOPIC_GROUP_SIZE],
+        by_size[group_start : group_start + _TOPIC_GROUP_SIZE],
         key=lambda name: (_stable_hash(name), name),
     )
     num_dev = round(TOPIC_FRACTIONS["dev"] * len(group))
     num_test = round(TOPIC_FRACTIONS["test"] * len(group))
     splits["dev"] += group[:num_dev]
-    splits["test"] += group[num_dev:num_dev + num_test]
-    splits["train"] += group[num_dev + num_test:]
+    splits["test"] += group[num_dev : num_dev + num_test]
+    splits["train"] += group[num_dev + num_test :]
   return {split: tuple(sorted(names)) for split, names in splits.items()}
 
 
@@ -160,7 +162,9 @@ def _pydoc_documents(
     num_segments = int(rng.integers(MIN_SEGMENTS, MAX_SEGMENTS + 1))
     # Distinct topics per document, so adjacent segments always differ.
     chosen = rng.choice(
-        len(topics), size=min(num_segments, len(topics)), replace=False,
+        len(topics),
+        size=min(num_segments, len(topics)),
+        replace=False,
         p=weights,
     )
     segments = []
@@ -171,7 +175,7 @@ def _pydoc_documents(
           len(sentences),
       )
       start = int(rng.integers(0, len(sentences) - length + 1))
-      segments.append(sentences[start:start + length])
+      segments.append(sentences[start : start + length])
     documents.append(
         documents_lib.Document(segments, name=f"pydoc/{split}/{index:05d}")
     )

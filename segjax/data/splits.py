@@ -73,7 +73,8 @@ def _file_splits(
   if locations["train"] is None:
     jsonl_layout = (
         " or train.jsonl, dev.jsonl, test.jsonl"
-        if source in ("jsonl", "auto") else ""
+        if source in ("jsonl", "auto")
+        else ""
     )
     raise DataError(
         f"{root}: no train/ folder (expected train/, dev/, test/{jsonl_layout})"
@@ -90,7 +91,9 @@ def _file_splits(
     logging.warning(
         "%s has no dev split: holding out %d of %d training documents "
         "(data.dev_fraction=%g, chosen by a hash of the document names)",
-        root, len(splits["dev"]), len(splits["dev"]) + len(splits["train"]),
+        root,
+        len(splits["dev"]),
+        len(splits["dev"]) + len(splits["train"]),
         dev_fraction,
     )
   if locations["test"] is None:
@@ -132,7 +135,8 @@ def load_splits(data_config: Any) -> dict[str, list[Document]]:
     skipped, held_out = dict.fromkeys(SPLITS, 0), False
   else:
     splits, skipped, held_out = _file_splits(
-        str(getattr(data_config, "path", "") or ""), source,
+        str(getattr(data_config, "path", "") or ""),
+        source,
         float(getattr(data_config, "dev_fraction", 0.1)),
     )
     if max_documents:
@@ -141,9 +145,13 @@ def load_splits(data_config: Any) -> dict[str, list[Document]]:
     docs = splits[split]
     logging.info(
         "Data %s/%s: %d documents, %d segments, %d sentences, %d empty "
-        "skipped%s", source, split, len(docs),
+        "skipped%s",
+        source,
+        split,
+        len(docs),
         sum(len(doc.segments) for doc in docs),
-        sum(doc.num_sentences for doc in docs), skipped[split],
+        sum(doc.num_sentences for doc in docs),
+        skipped[split],
         " (held out from train)" if split == "dev" and held_out else "",
     )
   if not splits["train"]:

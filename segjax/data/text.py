@@ -25,10 +25,30 @@ _SENTENCE_END = re.compile(r"""[.!?]+["'”’)\]]*\s+(?=["'“‘(\[]*[A-Z0-9])
 
 # Words whose trailing period is almost never a sentence end. Lower-cased,
 # without the final period.
-_ABBREVIATIONS = frozenset({
-    "al", "approx", "cf", "dr", "e.g", "eg", "fig", "i.e", "ie", "inc", "jr",
-    "ltd", "mr", "mrs", "ms", "no", "prof", "sr", "st", "vs",
-})
+_ABBREVIATIONS = frozenset(
+    {
+        "al",
+        "approx",
+        "cf",
+        "dr",
+        "e.g",
+        "eg",
+        "fig",
+        "i.e",
+        "ie",
+        "inc",
+        "jr",
+        "ltd",
+        "mr",
+        "mrs",
+        "ms",
+        "no",
+        "prof",
+        "sr",
+        "st",
+        "vs",
+    }
+)
 
 # Dotted initialisms ("U.S.", "a.m.") and single initials ("J. Smith").
 _INITIALISM = re.compile(r"(?:[^\W\d_]\.)*[^\W\d_]")
@@ -51,7 +71,7 @@ def _split_paragraph(paragraph: str) -> list[str]:
     period = match.start()
     if text[period] == "." and _ends_with_abbreviation(text, period):
       continue
-    sentences.append(text[start:match.end()].strip())
+    sentences.append(text[start : match.end()].strip())
     start = match.end()
   sentences.append(text[start:].strip())
   return [s for s in sentences if s]
@@ -135,7 +155,7 @@ class Tokenizer:
   def encode(self, sentences: Iterable[str]) -> np.ndarray:
     """Token ids of sentences, int32 `[num_sentences, max_tokens]`, 0-padded."""
     token_lists = [
-        words(s, lowercase=self.lowercase)[:self.max_tokens] for s in sentences
+        words(s, lowercase=self.lowercase)[: self.max_tokens] for s in sentences
     ]
     lengths = np.fromiter(map(len, token_lists), np.int64, len(token_lists))
     hashes = np.fromiter(

@@ -10,6 +10,7 @@ import textwrap
 import pytest
 
 from e2e_helpers import load_tool
+from segjax import data
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 TOOL = REPO_ROOT / "tools" / "prepare_wikipedia.py"
@@ -177,6 +178,45 @@ def test_tiny_article_text(tiny):
       "It grew slowly.\n"
       "It was rarely used.\n"
   )
+
+
+def test_tiny_output_reads_back_through_segjax(tiny):
+  result = data.read_wiki727k_dir(tiny / "train")
+  assert result.num_skipped == 0
+  assert result.documents == [
+      data.Document(
+          segments=[
+              [
+                  "Alpha is a subject of tests.",
+                  "It is used in software testing.",
+              ],
+              [
+                  "Alpha was first described in 1990.",
+                  "It became popular & useful (a site).",
+              ],
+              [
+                  "In the early years, Alpha was small.",
+                  "It grew slowly.",
+                  "It was rarely used.",
+              ],
+          ],
+          name="5",
+      )
+  ]
+
+
+def test_headers_with_commas_and_levels_read_back(tmp_path):
+  segments = [
+      pw.Segment(1, "preface", ("One.", "Two.")),
+      pw.Segment(2, "Cats, dogs, and 3,000 mice", ("Three.", "Four.")),
+  ]
+  text = pw.format_article(segments)
+  assert text.splitlines()[3] == "========,2,Cats, dogs, and 3,000 mice."
+  (tmp_path / "7").write_text(text, encoding="utf-8")
+  (document,) = data.read_wiki727k_dir(tmp_path).documents
+  assert document.segments == (("One.", "Two."), ("Three.", "Four."))
+  with pytest.raises(ValueError, match="one non-empty line"):
+    pw.format_article([pw.Segment(1, "Two\nlines", ("One.",))])
 
 
 def test_tiny_stats_count_each_rule(tiny):
@@ -430,6 +470,19 @@ def test_excerpt_stats_match_files(excerpt_runs):
         "segments": sum(map(len, segments)),
         "sentences": sum(len(s) for article in segments for _, _, s in article),
     }
+
+
+def test_excerpt_reads_back_through_segjax(excerpt_runs):
+  output = excerpt_runs["more"]
+  for split, texts in _articles(output).items():
+    if not texts:
+      continue
+    result = data.read_wiki727k_dir(output / split)
+    assert result.num_skipped == 0
+    assert [d.name for d in result.documents] == list(texts)
+    for document in result.documents:
+      expected = _segments(texts[document.name])
+      assert document.segments == tuple(tuple(s) for _, _, s in expected)
 
 
 def test_excerpt_is_deterministic(excerpt_runs):

@@ -14,7 +14,9 @@ Supervised Learning Task"):
 
 Each file is a sequence of segments. A segment starts with a header line
 `========,<level>,<title>.` followed by its sentences, one a line. Titles may
-contain commas; readers take the level after the first comma.
+contain commas; readers take the level after the first comma. The header
+line is `segjax.data.documents.wiki727k_header`'s, and
+`segjax.data.read_wiki727k_dir` reads the output back.
 
 Conventions:
   * Sections are segments. The text before the first heading is a segment
@@ -62,9 +64,10 @@ import mwparserfromhell
 from mwparserfromhell import nodes as mw_nodes
 import pysbd
 
+from segjax.data import documents
+
 SPLITS = ("train", "dev", "test")
 STATS_FILE = "stats.json"
-HEADER_PREFIX = "========"
 PREFACE_TITLE = "preface"
 ARTICLE_NAMESPACE = 0
 MIN_WORD_CHARS = 2
@@ -437,10 +440,10 @@ class Converter:
 
 
 def format_article(segments: Sequence[Segment]) -> str:
-  """Returns the Wiki-727K text of an article."""
+  """Returns the Wiki-727K text of an article (`segjax.data` reads it)."""
   lines = []
   for segment in segments:
-    lines.append(f"{HEADER_PREFIX},{segment.level},{segment.title}.")
+    lines.append(documents.wiki727k_header(segment.level, segment.title))
     lines.extend(segment.sentences)
   return "\n".join(lines) + "\n"
 

@@ -16,10 +16,14 @@ import re
 from typing import Callable, Iterable, NamedTuple, Sequence
 
 CHOI_SEPARATOR = "=========="
+# Wiki-727K: a segment starts with `========,<level>,<title>.`; titles may hold
+# commas, so the level is what follows the first comma.
 WIKI_HEADER_PREFIX = "========"
 WIKI_LIST_MARKER = "***LIST***"
 
-_WIKI_HEADER = re.compile(r"========,(?P<level>[^,]*),(?P<title>.*)")
+_WIKI_HEADER = re.compile(
+    re.escape(WIKI_HEADER_PREFIX) + r",(?P<level>[^,]*),(?P<title>.*)"
+)
 
 PathLike = str | os.PathLike
 
@@ -125,6 +129,20 @@ def choi_segments(
       current.append(text)
   _closed(segments, current)
   return segments
+
+
+def wiki727k_header(level: int, title: str) -> str:
+  """The Wiki-727K header line that starts a segment: `========,2,Title.`.
+
+  Raises:
+    ValueError: a level below 1, or a title that is not one non-empty line
+      (`wiki727k_segments` could not read it back).
+  """
+  if level < 1:
+    raise ValueError(f"section level {level} is not a positive integer")
+  if title.splitlines() != [title]:  # The readers split lines likewise.
+    raise ValueError(f"section title {title!r} is not one non-empty line")
+  return f"{WIKI_HEADER_PREFIX},{level},{title}."
 
 
 def wiki727k_segments(

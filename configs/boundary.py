@@ -5,12 +5,13 @@
       --config.loss.boundary_weight=3.0 --workdir=runs/aggressive
 
 Variants (`configs/boundary.py:<name>`, comma-separated, plus `smoke` for a
-tiny run): aggressive, conservative, imbalanced, calibration.
+tiny run): aggressive, conservative, imbalanced, calibration. Every key and
+its default: `configs/default.py`.
 """
 
-import ml_collections
-
 from segjax import config_lib
+
+default = config_lib.sibling_module(__file__, "default.py")
 
 VARIANTS = {
     # Push harder on transitions and smoothness inside segments.
@@ -36,31 +37,11 @@ VARIANTS = {
         "loss.conf_penalty_lambda": 0.03,
         "loss.conf_threshold": 0.85,
     },
+    "smoke": default.SMOKE,
 }
 
 
 def get_config(arg=None):
-  config = config_lib.base_config()
-  config.loss = ml_collections.ConfigDict(
-      {
-          "type": "boundary_aware",
-          "num_classes": 2,
-          "ignore_index": -100,
-          "label_smoothing": 0.2,
-          # None or one positive weight per class; a placeholder keeps the key
-          # overridable from the command line (`--config.loss.class_weights=...`).
-          "class_weights": ml_collections.FieldReference(
-              None, field_type=tuple
-          ),
-          "entropy_lambda": 0.01,
-          "boundary_weight": 2.0,
-          "boundary_radius": 0,
-          "segment_consistency_lambda": 0.05,
-          "conf_penalty_lambda": 0.01,
-          "conf_threshold": 0.95,
-          "use_boundary_as_primary": True,
-      }
-  )
-  return config_lib.apply_arg(
-      config, arg, VARIANTS, config_file="configs/boundary.py"
+  return config_lib.apply_variants(
+      default.get_config(), arg, VARIANTS, config_file=__file__
   )

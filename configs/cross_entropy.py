@@ -3,11 +3,13 @@
   python -m segjax.train --config=configs/cross_entropy.py --workdir=runs/ce
 
 Variants (`configs/cross_entropy.py:<name>`, plus `smoke`): imbalanced.
+Every other key and its default: `configs/default.py`.
 """
 
-import ml_collections
-
 from segjax import config_lib
+from segjax import losses
+
+default = config_lib.sibling_module(__file__, "default.py")
 
 VARIANTS = {
     # Boundaries are rare (~1 in 7 sentences): upweight class 1.
@@ -15,23 +17,14 @@ VARIANTS = {
         "loss.class_weights": (1.0, 2.5),
         "loss.label_smoothing": 0.2,
     },
+    "smoke": default.SMOKE,
 }
 
 
 def get_config(arg=None):
-  config = config_lib.base_config()
-  config.loss = ml_collections.ConfigDict(
-      {
-          "type": "cross_entropy",
-          "num_classes": 2,
-          "ignore_index": -100,
-          "label_smoothing": 0.1,
-          "class_weights": ml_collections.FieldReference(
-              None, field_type=tuple
-          ),
-          "entropy_lambda": 0.01,
-      }
-  )
-  return config_lib.apply_arg(
-      config, arg, VARIANTS, config_file="configs/cross_entropy.py"
-  )
+  config = default.get_config()
+  config.loss.type = "cross_entropy"
+  config.loss.label_smoothing = 0.1
+  for key in losses.BOUNDARY_KEYS:
+    del config.loss[key]
+  return config_lib.apply_variants(config, arg, VARIANTS, config_file=__file__)

@@ -30,17 +30,25 @@ class Checkpointer:
       self,
       workdir: str | pathlib.Path,
       *,
-      keep: int = 2,
-      best_metric: str = "val_window_diff",
-      best_mode: str = "min",
-      read_only: bool = False,
+      best_metric: str,
+      best_mode: str,
+      keep: int | None = None,
   ):
+    """Opens `<workdir>/checkpoints`; read-only (for inference) without `keep`.
+
+    Args:
+      workdir: the run's folder.
+      best_metric: the eval metric that ranks steps (`train.best_metric`).
+      best_mode: "min" or "max" (`train.best_mode`).
+      keep: latest steps kept besides the best (`train.keep_checkpoints`).
+    """
     self.directory = pathlib.Path(workdir).absolute() / "checkpoints"
     self.best_metric = best_metric
     self.best_mode = best_mode
+    read_only = keep is None
     policy = checkpoint_managers.AnyPreservationPolicy(
         [
-            checkpoint_managers.LatestN(n=keep),
+            checkpoint_managers.LatestN(n=keep or 1),
             checkpoint_managers.BestN(
                 get_metric_fn=lambda metrics: metrics[best_metric],
                 reverse=best_mode == "min",
@@ -90,6 +98,18 @@ class Checkpointer:
       items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
     restored = self.manager.restore(step, args=ocp.args.Composite(**items))
     return restored["state"], restored["meta"]
+
+  def restore_params(self, step: int, abstract_params: Any) -> Any:
+    """Only the model parameters of `step` (for inference: no optimizer)."""
+    args = ocp.args.PyTreeRestore(
+        item={"params": abstract_params},
+        restore_args=ocp.checkpoint_utils.construct_restore_args(
+            {"params": abstract_params}
+        ),
+        partial_restore=True,
+    )
+    restored = self.manager.restore(step, args=ocp.args.Composite(state=args))
+    return restored["state"]["params"]
 
   def restore_meta(self, step: int) -> dict[str, Any]:
     restored = self.manager.restore(

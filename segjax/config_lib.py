@@ -1,137 +1,111 @@
-"""Shared pieces of the config files in `configs/`: base sections and variants.
+"""Config files, their command-line overrides, validation and resume checks.
 
-A config file defines its own `loss` section and its variants; everything
-else (seed, data, model, optim, train, parallel) starts from `base_config()`.
-The `arg` of `get_config(arg)` is a comma-separated list of variant names and
-switches, e.g. `configs/boundary.py:aggressive,smoke`.
+A config file (`configs/*.py`) defines `get_config(arg=None)`; `arg` is a
+comma-separated list of the file's `VARIANTS`, e.g.
+`configs/boundary.py:aggressive,smoke`. Overrides are ml_collections' own
+`--config.section.key=value`, on the command line and in tools and tests
+alike (`load_config(spec, overrides)`). Every check raises `ConfigError`, whose
+message is one line naming `section.key`, the value and the rule.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import pathlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from absl import flags
 import ml_collections
+from ml_collections import config_flags
 
-# A tiny, fast run for tests and a first look: `configs/boundary.py:smoke`.
-SMOKE_OVERRIDES = {
-    "data.max_documents": 64,
-    "model.embed_dim": 16,
-    "model.hidden_dim": 32,
-    "model.mlp_dim": 64,
-    "model.num_layers": 1,
-    "train.batch_size": 8,
-    "train.num_steps": 20,
-    "train.log_every": 5,
-    "train.eval_every": 10,
-    "train.checkpoint_every": 10,
-}
-SWITCHES = {"smoke": SMOKE_OVERRIDES}
+# Keys that may differ between a workdir's saved config and the config that
+# resumes it: they change how long and how often, never what is computed.
+RESUMABLE_KEYS = (
+    "train.num_steps",
+    "train.log_every",
+    "train.eval_every",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+    "train.eval_batch_size",
+    "parallel.mode",
+)
 
 
-def base_config() -> ml_collections.ConfigDict:
-  """Every section but `loss`, with the defaults of the embedded pydoc run."""
-  config = ml_collections.ConfigDict()
-  config.seed = 0
-
-  config.data = ml_collections.ConfigDict()
-  config.data.source = "pydoc"  # pydoc | choi | wiki727k | jsonl | auto
-  config.data.path = ""  # folder with train/ dev/ test/ (not for pydoc)
-  config.data.dev_fraction = 0.1  # held out of train when there is no dev/
-  config.data.max_documents = 0  # per split; 0 = all
-  config.data.num_buckets = 2**15  # hashed token vocabulary
-  config.data.max_tokens = 32  # tokens per sentence
-  config.data.lowercase = True
-  config.data.max_sentences = 64  # sentences per window
-  config.data.train_stride = 0  # 0 = max_sentences (no overlap)
-  config.data.eval_stride = 0  # 0 = max_sentences // 2
-
-  config.model = ml_collections.ConfigDict()
-  config.model.sentence_encoder = "pool"  # pool | transformer
-  config.model.sentence_layers = 1
-  config.model.document_encoder = "transformer"  # transformer | bilstm
-  config.model.embed_dim = 32
-  config.model.hidden_dim = 64
-  config.model.num_layers = 2
-  config.model.num_heads = 4
-  config.model.mlp_dim = 128
-  config.model.dropout_rate = 0.1
-  # Block similarities of up to 5 sentences either side of each gap: the
-  # topic-independent signal that carries over to unseen topics. 0 disables.
-  config.model.cohesion_window = 5
-  config.model.dtype = "float32"  # bfloat16 on TPU
-
-  config.optim = ml_collections.ConfigDict()
-  config.optim.learning_rate = 1e-3
-  config.optim.warmup_steps = 50
-  # Cosine decay length; 0 = train.num_steps. Fix it to extend a run later
-  # (raise train.num_steps and rerun) without changing the schedule so far.
-  config.optim.decay_steps = 0
-  config.optim.weight_decay = 0.01
-  config.optim.b1 = 0.9
-  config.optim.b2 = 0.98
-  config.optim.grad_clip_norm = 1.0
-
-  config.train = ml_collections.ConfigDict()
-  config.train.batch_size = 32  # global, split over all devices
-  config.train.eval_batch_size = 32
-  config.train.num_steps = 600
-  config.train.log_every = 25
-  config.train.eval_every = 100
-  config.train.checkpoint_every = 100
-  config.train.keep_checkpoints = 2
-  config.train.best_metric = "val_window_diff"
-  config.train.best_mode = "min"  # min | max
-  # The decision threshold is tuned on dev for this metric at every eval.
-  config.train.threshold_metric = "pk"
-
-  config.parallel = ml_collections.ConfigDict()
-  config.parallel.mode = "pmap"  # pmap | shard_map
-  return config
+class ConfigError(ValueError):
+  """An invalid config, override or resume; the message names the key."""
 
 
-def apply_arg(
+def check(condition: bool, key: str, value: Any, rule: str) -> None:
+  """Raises ConfigError `key=value is invalid: rule` unless `condition`."""
+  if not condition:
+    raise ConfigError(f"{key}={value!r} is invalid: {rule}")
+
+
+def check_choice(key: str, value: Any, choices: Iterable[str]) -> None:
+  """Raises ConfigError naming the valid choices (and the closest one)."""
+  choices = list(choices)
+  if value in choices:
+    return
+  close = difflib.get_close_matches(str(value), choices, n=1)
+  hint = f" (did you mean {close[0]!r}?)" if close else ""
+  raise ConfigError(
+      f"{key}={value!r} is invalid: valid values: {', '.join(choices)}{hint}"
+  )
+
+
+def check_int(key: str, value: Any, minimum: int) -> None:
+  check(
+      isinstance(value, int)
+      and not isinstance(value, bool)
+      and value >= minimum,
+      key,
+      value,
+      f"must be an integer >= {minimum}",
+  )
+
+
+# ----------------------------------------------------------------------------
+# Config files and overrides.
+# ----------------------------------------------------------------------------
+
+
+def _load_module(path: str | pathlib.Path):
+  file = pathlib.Path(path)
+  if not file.is_file():
+    raise ConfigError(f"config file {str(path)!r} does not exist")
+  spec = importlib.util.spec_from_file_location(file.stem, file)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def sibling_module(config_file: str, name: str):
+  """The config module `name` beside `config_file` (e.g. "default.py")."""
+  return _load_module(pathlib.Path(config_file).with_name(name))
+
+
+def apply_variants(
     config: ml_collections.ConfigDict,
     arg: str | None,
     variants: Mapping[str, Mapping[str, Any]],
     *,
     config_file: str,
 ) -> ml_collections.ConfigDict:
-  """Applies the comma-separated variants and switches named in `arg`.
-
-  Raises:
-    ValueError: an unknown name, listing the valid ones.
-  """
+  """Applies the comma-separated `variants` named in `arg`, in order."""
   for name in filter(None, (arg or "").split(",")):
-    overrides = variants.get(name, SWITCHES.get(name))
-    if overrides is None:
-      valid = sorted(variants) + sorted(SWITCHES)
-      raise ValueError(
-          f"{config_file}: unknown variant {name!r}; valid variants: "
-          f"{', '.join(valid)}"
+    if name not in variants:
+      close = difflib.get_close_matches(name, list(variants), n=1)
+      hint = f" (did you mean {close[0]!r}?)" if close else ""
+      raise ConfigError(
+          f"{pathlib.Path(config_file).name}: unknown variant {name!r}; "
+          f"valid variants: {', '.join(sorted(variants))}{hint}"
       )
-    for dotted_key, value in overrides.items():
-      section, key = dotted_key.rsplit(".", 1)
+    for dotted_key, value in variants[name].items():
+      section, key = dotted_key.split(".")
       config[section][key] = value
   return config
-
-
-def _load_module(path: str):
-  file = pathlib.Path(path)
-  if not file.is_file():
-    raise FileNotFoundError(f"config file {path!r} does not exist")
-  module_spec = importlib.util.spec_from_file_location(file.stem, file)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module
-
-
-def load_config(spec: str) -> ml_collections.ConfigDict:
-  """Loads `path/to/config.py[:arg]` the way `--config=` does on the command line."""
-  path, _, arg = spec.partition(":")
-  return _load_module(path).get_config(arg or None)
 
 
 def config_variants(path: str) -> list[str]:
@@ -139,123 +113,176 @@ def config_variants(path: str) -> list[str]:
   return sorted(getattr(_load_module(path), "VARIANTS", {}))
 
 
+def dotted_keys(config, prefix: str = "") -> list[str]:
+  """Every leaf key of a (nested) config as `section.key`."""
+  keys = []
+  for key, value in config.items():
+    if isinstance(value, (Mapping, ml_collections.ConfigDict)):
+      keys += dotted_keys(value, f"{prefix}{key}.")
+    else:
+      keys.append(f"{prefix}{key}")
+  return keys
+
+
+def _unknown_key_error(config, key: str) -> ConfigError:
+  """The error for an override of a key the config does not have."""
+  # Imported here: config files import this module and stay light.
+  from segjax import losses  # pylint: disable=g-import-not-at-top
+
+  section, _, name = key.partition(".")
+  if section == "loss" and name in losses.BOUNDARY_KEYS:
+    return ConfigError(
+        f"loss.{name} is a boundary_aware key but loss.type="
+        f"{config.loss.type!r}; remove it or use configs/boundary.py"
+    )
+  close = difflib.get_close_matches(key, dotted_keys(config), n=1)
+  hint = f"; did you mean {close[0]!r}?" if close else ""
+  return ConfigError(f"unknown config key {key!r}{hint}")
+
+
+def check_overrides(argv: Sequence[str]) -> None:
+  """Checks `--config=FILE[:variants]` and the keys of `--config.*` in argv.
+
+  What ml_collections reports as a traceback (a missing file, an unknown
+  variant, an unknown key) becomes one ConfigError line, naming the closest
+  valid key. Values are left to ml_collections' own parsing.
+  """
+  specs = [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+  if not specs:
+    return
+  path, _, arg = specs[-1].partition(":")
+  config = _load_module(path).get_config(arg or None)
+  known = set(dotted_keys(config))
+  for item in argv:
+    if item.startswith("--config.") and "=" in item:
+      key = item[len("--config.") :].split("=", 1)[0]
+      if key not in known and not any(k.startswith(key + ".") for k in known):
+        raise _unknown_key_error(config, key)
+
+
+def load_config(
+    spec: str, overrides: Mapping[str, Any] | Sequence[str] = ()
+) -> ml_collections.ConfigDict:
+  """What `--config=spec --config.key=value ...` gives on the command line.
+
+  Args:
+    spec: `path/to/config.py[:variants]`.
+    overrides: `{"train.num_steps": 8}` or `["train.num_steps=8"]`, parsed by
+      ml_collections exactly as command-line overrides are.
+  """
+  if isinstance(overrides, Mapping):
+    overrides = [f"{k}={v}" for k, v in overrides.items()]
+  argv = [f"--config={spec}", *(f"--config.{o}" for o in overrides)]
+  check_overrides(argv)
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file(
+      "config", None, flag_values=flag_values, lock_config=True
+  )
+  try:
+    flag_values(["segjax", *argv])
+  except flags.Error as e:
+    raise ConfigError(str(e)) from None
+  return flag_values.config
+
+
 # ----------------------------------------------------------------------------
 # Validation of a resolved config, before anything runs.
 # ----------------------------------------------------------------------------
 
-DATA_SOURCES = ("pydoc", "choi", "wiki727k", "jsonl", "auto")
-EVAL_METRICS = (
-    "val_loss",
-    "val_pk",
-    "val_window_diff",
-    "val_boundary_f1",
-    "val_boundary_f1_tol1",
-    "val_complete_segments",
-    "val_macro_f1",
-    "val_ece",
-)
-
-
-class ConfigError(ValueError):
-  """An invalid config value; the message names the key and the value."""
-
-
-def _check(condition: bool, key: str, value: Any, rule: str) -> None:
-  if not condition:
-    raise ConfigError(f"{key}={value!r} is invalid: {rule}")
-
-
-def _positive_int(config, key: str, minimum: int = 1) -> None:
-  section, name = key.split(".")
-  value = config[section][name]
-  _check(
-      isinstance(value, int) and value >= minimum,
-      key,
-      value,
-      f"must be an integer >= {minimum}",
-  )
+SECTIONS = ("data", "tokenizer", "model", "loss", "optim", "train", "parallel")
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Checks every section; raises ConfigError naming the first bad key."""
   # Imported here: config files import this module and must stay light.
-  from segjax import losses  # pylint: disable=g-import-not-at-top
-  from segjax import metrics  # pylint: disable=g-import-not-at-top
-  from segjax import models  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from segjax import evaluation
+  from segjax import losses
+  from segjax import metrics
+  from segjax import models
+  from segjax import parallel
+  from segjax.data import splits
 
-  for section in ("data", "model", "loss", "optim", "train", "parallel"):
+  for section in SECTIONS:
     if section not in config:
       raise ConfigError(f"config has no {section!r} section")
-  losses.validate_loss_config(config.loss)
+  check_int("seed", config.seed, 0)
 
   d = config.data
-  _check(
-      d.source in DATA_SOURCES,
-      "data.source",
-      d.source,
-      f"valid sources: {', '.join(DATA_SOURCES)}",
-  )
+  check_choice("data.source", d.source, splits.SOURCES)
   if d.source != "pydoc":
-    _check(
-        bool(d.path) and pathlib.Path(d.path).exists(),
+    check(
+        bool(d.path) and pathlib.Path(d.path).is_dir(),
         "data.path",
         d.path,
         f"data.source={d.source!r} needs an existing folder",
     )
-  _check(
+  check(
       0.0 < d.dev_fraction < 1.0,
       "data.dev_fraction",
       d.dev_fraction,
       "must be in (0, 1)",
   )
-  _positive_int(config, "data.max_documents", minimum=0)
-  _positive_int(config, "data.num_buckets", minimum=2)
-  _positive_int(config, "data.max_tokens")
-  _positive_int(config, "data.max_sentences", minimum=2)
-  _positive_int(config, "data.train_stride", minimum=0)
-  _positive_int(config, "data.eval_stride", minimum=0)
-
-  try:
-    models.model_from_config(
-        config.model,
-        num_buckets=d.num_buckets,
-        num_classes=config.loss.num_classes,
-        max_sentences=d.max_sentences,
+  check_int("data.max_documents", d.max_documents, 0)
+  check_int("data.max_sentences", d.max_sentences, 2)
+  check_int("data.train_stride", d.train_stride, 0)
+  check_int("data.eval_stride", d.eval_stride, 0)
+  for key in ("train_stride", "eval_stride"):
+    check(
+        d[key] <= d.max_sentences,
+        f"data.{key}",
+        d[key],
+        f"must be at most data.max_sentences={d.max_sentences}",
     )
-  except ValueError as e:
-    raise ConfigError(str(e)) from e
-  for key in ("embed_dim", "hidden_dim", "num_layers", "num_heads", "mlp_dim"):
-    _positive_int(config, f"model.{key}")
-  _check(
-      config.model.hidden_dim % config.model.num_heads == 0,
-      "model.num_heads",
-      config.model.num_heads,
-      f"must divide model.hidden_dim={config.model.hidden_dim}",
+
+  t = config.tokenizer
+  check_int("tokenizer.num_buckets", t.num_buckets, 2)
+  check_int("tokenizer.max_tokens", t.max_tokens, 1)
+  check(
+      isinstance(t.lowercase, bool),
+      "tokenizer.lowercase",
+      t.lowercase,
+      "must be True or False",
   )
 
-  o = config.optim
-  _check(
-      o.learning_rate > 0, "optim.learning_rate", o.learning_rate, "must be > 0"
+  m = config.model
+  check_choice(
+      "model.sentence_encoder", m.sentence_encoder, models.SENTENCE_ENCODERS
   )
-  _check(
-      o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "must be >= 0"
+  check_choice(
+      "model.document_encoder", m.document_encoder, models.DOCUMENT_ENCODERS
   )
-  _check(
-      o.grad_clip_norm > 0,
-      "optim.grad_clip_norm",
-      o.grad_clip_norm,
-      "must be > 0",
+  check_choice("model.dtype", m.dtype, models.DTYPES)
+  for key in ("sentence_layers", "embed_dim", "hidden_dim", "num_layers"):
+    check_int(f"model.{key}", m[key], 1)
+  check_int("model.num_heads", m.num_heads, 1)
+  check_int("model.mlp_dim", m.mlp_dim, 1)
+  check_int("model.cohesion_window", m.cohesion_window, 0)
+  check(
+      m.hidden_dim % m.num_heads == 0,
+      "model.num_heads",
+      m.num_heads,
+      f"must divide model.hidden_dim={m.hidden_dim}",
   )
-  _check(
-      0 <= o.b1 < 1 and 0 <= o.b2 < 1,
-      "optim.b1/b2",
-      (o.b1, o.b2),
+  check(
+      0.0 <= m.dropout_rate < 1.0,
+      "model.dropout_rate",
+      m.dropout_rate,
       "must be in [0, 1)",
   )
-  _positive_int(config, "optim.warmup_steps", minimum=0)
-  _positive_int(config, "optim.decay_steps", minimum=0)
 
-  t = config.train
+  losses.validate_loss_config(config.loss)
+
+  o = config.optim
+  check(o.learning_rate > 0, "optim.learning_rate", o.learning_rate, "> 0")
+  check(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, ">= 0")
+  check(o.grad_clip_norm > 0, "optim.grad_clip_norm", o.grad_clip_norm, "> 0")
+  for key in ("b1", "b2"):
+    check(0 <= o[key] < 1, f"optim.{key}", o[key], "must be in [0, 1)")
+  check_int("optim.warmup_steps", o.warmup_steps, 0)
+  check_int("optim.decay_steps", o.decay_steps, 0)
+
+  tr = config.train
   for key in (
       "batch_size",
       "eval_batch_size",
@@ -265,44 +292,77 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       "checkpoint_every",
       "keep_checkpoints",
   ):
-    _positive_int(config, f"train.{key}")
-  _check(
-      t.best_metric in EVAL_METRICS,
-      "train.best_metric",
-      t.best_metric,
-      f"valid metrics: {', '.join(EVAL_METRICS)}",
+    check_int(f"train.{key}", tr[key], 1)
+  check_choice("train.best_metric", tr.best_metric, evaluation.EVAL_METRICS)
+  check_choice("train.best_mode", tr.best_mode, ("min", "max"))
+  check_choice(
+      "train.threshold_metric", tr.threshold_metric, metrics.THRESHOLD_METRICS
   )
-  _check(
-      t.best_mode in ("min", "max"),
-      "train.best_mode",
-      t.best_mode,
-      "must be 'min' or 'max'",
-  )
-  _check(
-      t.threshold_metric in metrics.THRESHOLD_METRICS,
-      "train.threshold_metric",
-      t.threshold_metric,
-      f"valid metrics: {', '.join(sorted(metrics.THRESHOLD_METRICS))}",
-  )
-  _check(
-      config.parallel.mode in ("pmap", "shard_map"),
-      "parallel.mode",
-      config.parallel.mode,
-      "valid modes: pmap, shard_map",
-  )
+  check_choice("parallel.mode", config.parallel.mode, parallel.MODES)
 
 
-def config_from_saved(saved: Mapping[str, Any]) -> ml_collections.ConfigDict:
-  """A run's saved config (e.g. checkpoint metadata) over today's defaults.
+def check_device_split(
+    config: ml_collections.ConfigDict, num_devices: int, num_processes: int
+) -> None:
+  """Every global batch must split evenly over devices (and processes)."""
+  for key in ("batch_size", "eval_batch_size"):
+    value = config.train[key]
+    check(
+        value % num_devices == 0 and value % num_processes == 0,
+        f"train.{key}",
+        value,
+        f"must be a multiple of the {num_devices} devices"
+        + (f" and {num_processes} processes" if num_processes > 1 else ""),
+    )
 
-  Keys added to `base_config` after the run was saved take their defaults,
-  so older checkpoints stay usable.
-  """
-  config = base_config()
-  for section, values in saved.items():
-    if isinstance(values, Mapping) and section in config:
-      for key, value in values.items():
-        config[section][key] = value
+
+# ----------------------------------------------------------------------------
+# Resuming a workdir.
+# ----------------------------------------------------------------------------
+
+
+def _flat(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+  flat = {}
+  for key, value in config.items():
+    if isinstance(value, Mapping):
+      flat |= _flat(value, f"{prefix}{key}.")
     else:
-      config[section] = values
-  return config
+      # JSON has no tuples: compare sequences as lists.
+      flat[f"{prefix}{key}"] = (
+          list(value) if isinstance(value, (tuple, list)) else value
+      )
+  return flat
+
+
+def check_resumable(
+    saved: Mapping[str, Any], config: Mapping[str, Any]
+) -> None:
+  """Refuses to resume a run whose saved config differs from `config`.
+
+  Only `RESUMABLE_KEYS` may differ; the error names every other key that
+  does, with both values. Raising `train.num_steps` with
+  `optim.decay_steps=0` would stretch the schedule already followed, so it
+  asks for the old length to be fixed instead.
+  """
+  before, after = _flat(saved), _flat(config)
+  changed = [
+      f"{key} {before.get(key, '<absent>')!r} -> {after.get(key, '<absent>')!r}"
+      for key in sorted(before.keys() | after.keys())
+      if key not in RESUMABLE_KEYS and before.get(key) != after.get(key)
+  ]
+  if changed:
+    raise ConfigError(
+        "the workdir holds a run trained with another config: "
+        f"{'; '.join(changed)} (may change on a resume: "
+        f"{', '.join(RESUMABLE_KEYS)}; or use a new --workdir)"
+    )
+  old_steps = before.get("train.num_steps")
+  if after.get("optim.decay_steps") == 0 and old_steps != after.get(
+      "train.num_steps"
+  ):
+    raise ConfigError(
+        f"train.num_steps {old_steps!r} -> {after['train.num_steps']!r} "
+        "would change the learning-rate schedule of the steps already "
+        f"trained (optim.decay_steps=0); add --config.optim.decay_steps="
+        f"{old_steps} to keep it"
+    )

@@ -18,6 +18,21 @@ from segjax import metrics
 from segjax import parallel as parallel_lib
 
 MODEL_INPUTS = ("tokens", "sentence_mask", "labels", "example_id")
+# What `score_documents` returns besides counts and the threshold, and the
+# mean loss: the dev metrics (prefixed `val_`) a run can rank checkpoints by.
+SCORE_METRICS = (
+    "pk",
+    "window_diff",
+    "boundary_f1",
+    "boundary_f1_tol1",
+    "boundary_precision",
+    "boundary_recall",
+    "complete_segments",
+    "macro_f1",
+    "ece",
+    "brier",
+)
+EVAL_METRICS = tuple(f"val_{k}" for k in ("loss",) + SCORE_METRICS)
 
 
 def boundary_probabilities(logits: jax.Array) -> jax.Array:
@@ -25,7 +40,7 @@ def boundary_probabilities(logits: jax.Array) -> jax.Array:
   return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)[..., 1]
 
 
-def make_eval_step(model, loss_fn) -> Callable:
+def make_eval_step(model, loss_fn, ignore_index: int) -> Callable:
   """Per-device `(params, batch) -> (probs [b, S], {loss, tokens})`."""
 
   def eval_step(params, batch):
@@ -34,7 +49,7 @@ def make_eval_step(model, loss_fn) -> Callable:
     )
     loss, _ = loss_fn(logits, batch["labels"], axis_name=parallel_lib.AXIS)
     tokens = jax.lax.psum(
-        jnp.sum(batch["labels"] != data.IGNORE_INDEX), parallel_lib.AXIS
+        jnp.sum(batch["labels"] != ignore_index), parallel_lib.AXIS
     )
     return boundary_probabilities(logits), {"loss": loss, "tokens": tokens}
 
@@ -57,6 +72,7 @@ def eval_batches(
       stride=config.data.eval_stride or None,
       process_index=jax.process_index(),
       process_count=jax.process_count(),
+      ignore_index=config.loss.ignore_index,
   )
 
 
@@ -109,6 +125,27 @@ def _pad_to_bucket(x: np.ndarray, multiple: int = 64) -> np.ndarray:
   return np.pad(x, pad)
 
 
+def _metric_inputs(document_probs, documents):
+  """Padded probs float32, gold int32 and mask bool `[D, T]` for the metrics."""
+  probs = data.pad_documents(document_probs, 0.0).astype(np.float32)
+  gold, mask = data.padded_gold_and_mask(documents)
+  # Empty padding documents count nowhere; rounding the shapes up lets dev
+  # and test (and every eval) reuse one compiled metric computation.
+  return tuple(_pad_to_bucket(x) for x in (probs, gold, mask))
+
+
+def calibration_bins(
+    document_probs: Sequence[np.ndarray], documents: Sequence[data.Document]
+) -> dict[str, Any]:
+  """The reliability-diagram bins of boundary probabilities, as JSON values.
+
+  Keys are the fields of `metrics.CalibrationStats` (lists per bin, and the
+  summed squared error); `metrics.CalibrationStats(**bins)` gives them back.
+  """
+  stats = metrics.calibration_stats(*_metric_inputs(document_probs, documents))
+  return {k: np.asarray(v).tolist() for k, v in stats._asdict().items()}
+
+
 def score_documents(
     document_probs: Sequence[np.ndarray],
     documents: Sequence[data.Document],
@@ -122,11 +159,7 @@ def score_documents(
   boundary_recall, complete_segments, macro_f1, ece, brier, threshold,
   num_documents, num_skipped_pk.
   """
-  probs = data.pad_documents(document_probs, 0.0).astype(np.float32)
-  gold, mask = data.padded_gold_and_mask(documents)
-  # Empty padding documents count nowhere; rounding the shapes up lets dev
-  # and test (and every eval) reuse one compiled metric computation.
-  probs, gold, mask = (_pad_to_bucket(x) for x in (probs, gold, mask))
+  probs, gold, mask = _metric_inputs(document_probs, documents)
   if threshold is None:
     threshold, _ = metrics.best_threshold(
         probs, gold, mask, metric=threshold_metric

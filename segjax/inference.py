@@ -6,19 +6,20 @@ Used by `segjax.evaluate` and `segjax.segment`.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import pathlib
 from typing import Any
 
+import jax
 import ml_collections
 
 from segjax import checkpoints
-from segjax import config_lib
 from segjax import data
 from segjax import evaluation
 from segjax import losses
 from segjax import models
 from segjax import parallel as parallel_lib
-from segjax import trainer
 
 
 @dataclasses.dataclass
@@ -47,54 +48,72 @@ class TrainedModel:
     )
 
 
+def _choose_step(checkpointer: checkpoints.Checkpointer, checkpoint: str):
+  steps = checkpointer.all_steps()
+  if not steps:
+    raise FileNotFoundError(f"{checkpointer.directory} holds no checkpoint")
+  if checkpoint == "best":
+    return checkpointer.best_step()
+  if checkpoint == "latest":
+    return checkpointer.latest_step()
+  if checkpoint.isdigit() and int(checkpoint) in steps:
+    return int(checkpoint)
+  raise FileNotFoundError(
+      f"no checkpoint {checkpoint!r} in {checkpointer.directory}; steps: "
+      f"{steps}"
+  )
+
+
 def restore_trained_model(
     workdir: str | pathlib.Path, checkpoint: str = "best"
 ) -> TrainedModel:
   """Loads a run's checkpoint with the config and tokenizer it was trained with.
 
+  Only the parameters are restored (no optimizer state), and the run's
+  `parallel.mode` is used.
+
   Raises:
     FileNotFoundError: the workdir has no (such) checkpoint.
   """
-  if not (pathlib.Path(workdir) / "checkpoints").is_dir():
-    raise FileNotFoundError(f"{workdir} has no checkpoints/ folder")
-  checkpointer = checkpoints.Checkpointer(workdir, read_only=True)
-  steps = checkpointer.all_steps()
-  if not steps:
-    raise FileNotFoundError(f"{checkpointer.directory} holds no checkpoint")
-  if checkpoint == "best":
-    step = checkpointer.best_step()
-  elif checkpoint == "latest":
-    step = checkpointer.latest_step()
-  elif checkpoint.isdigit() and int(checkpoint) in steps:
-    step = int(checkpoint)
-  else:
+  workdir = pathlib.Path(workdir)
+  config_file = workdir / "config.json"
+  if not (workdir / "checkpoints").is_dir() or not config_file.is_file():
     raise FileNotFoundError(
-        f"no checkpoint {checkpoint!r} in "
-        f"{checkpointer.directory}; steps: {steps}"
+        f"{workdir} is not a training run (no checkpoints/ or config.json)"
     )
-  meta = checkpointer.restore_meta(step)
-  config = config_lib.config_from_saved(meta["config"])
-  tokenizer = data.Tokenizer.from_dict(meta["tokenizer"])
-  model = models.model_from_config(
-      config.model,
-      num_buckets=tokenizer.num_buckets,
-      num_classes=config.loss.num_classes,
-      max_sentences=config.data.max_sentences,
+  run = json.loads(config_file.read_text())["train"]
+  checkpointer = checkpoints.Checkpointer(
+      workdir, best_metric=run["best_metric"], best_mode=run["best_mode"]
   )
-  tx, _ = trainer.make_optimizer(config.optim, config.train.num_steps)
-  state, _ = checkpointer.restore(
-      step, trainer.abstract_train_state(config, model, tx)
-  )
-  checkpointer.close()
-  parallel = parallel_lib.DataParallel("pmap")
+  try:
+    step = _choose_step(checkpointer, checkpoint)
+    meta = checkpointer.restore_meta(step)
+    config = ml_collections.ConfigDict(meta["config"])
+    tokenizer = data.Tokenizer.from_dict(meta["tokenizer"])
+    model = models.model_from_config(config)
+    init = functools.partial(
+        models.init_params,
+        model,
+        batch_size=1,
+        max_sentences=config.data.max_sentences,
+        max_tokens=tokenizer.max_tokens,
+    )
+    params = checkpointer.restore_params(
+        step, jax.eval_shape(init, jax.random.key(0))
+    )
+  finally:
+    checkpointer.close()
+  parallel = parallel_lib.DataParallel(config.parallel.mode)
   eval_fn = parallel.map_rows(
-      evaluation.make_eval_step(model, losses.create_loss(config.loss))
+      evaluation.make_eval_step(
+          model, losses.create_loss(config.loss), config.loss.ignore_index
+      )
   )
   return TrainedModel(
       config=config,
       step=step,
       model=model,
-      params=parallel.put_state(state.params),
+      params=parallel.put_state(params),
       tokenizer=tokenizer,
       threshold=meta["threshold"] or 0.5,
       parallel=parallel,

@@ -50,6 +50,8 @@ from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
+from segjax import config_lib
+
 SENTENCE_ENCODERS = ("pool", "transformer")
 DOCUMENT_ENCODERS = ("transformer", "bilstm")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -62,15 +64,6 @@ _COHESION_KERNEL = 5
 # Tokens per row that `window_document_frequency` can pack: 2**16 leaves 15
 # bits of the int32 sort key for the id.
 _MAX_POSITION_BITS = 16
-
-
-def _check_choice(key: str, value: Any, choices: Sequence[str]) -> None:
-  """Raises ValueError naming `key` and the valid choices for a bad `value`."""
-  if value not in choices:
-    raise ValueError(
-        f"model.{key}: unknown value {value!r}; valid choices: "
-        f"{', '.join(choices)}"
-    )
 
 
 # ----------------------------------------------------------------------------
@@ -638,37 +631,36 @@ class SegmentationModel(nn.Module):
       sentences share the farthest bias).
     cohesion_window: largest block size of the lexical-cohesion features; 0
       disables them.
-    dtype: computation dtype (bfloat16 on TPU); logits are always float32.
+    dtype: computation dtype, "float32" or "bfloat16" (TPU); logits are
+      always float32.
     param_dtype: parameter dtype.
   """
 
-  num_buckets: int = 2**15
-  num_classes: int = 2
-  embed_dim: int = 32
-  hidden_dim: int = 64
-  num_layers: int = 2
-  num_heads: int = 4
-  mlp_dim: int = 128
-  dropout_rate: float = 0.1
-  sentence_encoder: str = "pool"
-  sentence_layers: int = 1
-  document_encoder: str = "transformer"
-  max_sentences: int = 64
-  cohesion_window: int = 5
-  dtype: Any = jnp.float32
+  num_buckets: int
+  num_classes: int
+  embed_dim: int
+  hidden_dim: int
+  num_layers: int
+  num_heads: int
+  mlp_dim: int
+  dropout_rate: float
+  sentence_encoder: str
+  sentence_layers: int
+  document_encoder: str
+  max_sentences: int
+  cohesion_window: int
+  dtype: str
   param_dtype: Any = jnp.float32
 
   def __post_init__(self):
-    _check_choice("sentence_encoder", self.sentence_encoder, SENTENCE_ENCODERS)
-    _check_choice("document_encoder", self.document_encoder, DOCUMENT_ENCODERS)
-    if not 0.0 <= self.dropout_rate < 1.0:
-      raise ValueError(
-          f"model.dropout_rate: must be in [0, 1), got {self.dropout_rate}"
-      )
-    if self.cohesion_window < 0:
-      raise ValueError(
-          f"model.cohesion_window: must be >= 0, got {self.cohesion_window}"
-      )
+    # The lists the config is validated against are the ones dispatched on.
+    config_lib.check_choice(
+        "model.sentence_encoder", self.sentence_encoder, SENTENCE_ENCODERS
+    )
+    config_lib.check_choice(
+        "model.document_encoder", self.document_encoder, DOCUMENT_ENCODERS
+    )
+    config_lib.check_choice("model.dtype", self.dtype, DTYPES)
     super().__post_init__()
 
   @nn.compact
@@ -693,7 +685,7 @@ class SegmentationModel(nn.Module):
     Returns:
       float32 `[B, S, num_classes]`.
     """
-    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    kw = dict(dtype=DTYPES[self.dtype], param_dtype=self.param_dtype)
     deterministic = not train
     tokens = jnp.where(sentence_mask[..., None], tokens, 0)
     sentences = SentenceEncoder(
@@ -714,7 +706,7 @@ class SegmentationModel(nn.Module):
       # a convolution over 5 sentences sees it before any attention layer.
       x = x + nn.Conv(
           self.hidden_dim, (_COHESION_KERNEL,), name="cohesion_projection", **kw
-      )(features.astype(self.dtype))
+      )(features.astype(kw["dtype"]))
     x = jnp.where(sentence_mask[..., None], x, 0)
     if self.document_encoder == "transformer":
       encoder = TransformerEncoder(
@@ -762,38 +754,13 @@ def count_params(params: Any) -> int:
   return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
 
 
-def model_from_config(
-    model_config: Mapping[str, Any] | Any,
-    *,
-    num_buckets: int,
-    num_classes: int,
-    max_sentences: int,
-) -> SegmentationModel:
-  """The model a `config.model` section asks for.
-
-  Keys are the `SegmentationModel` fields (missing ones take the field
-  defaults); `dtype` is a string, "float32" or "bfloat16".
-
-  Raises:
-    ValueError: an unknown encoder name or dtype, naming the key and the
-      valid choices.
-  """
-  get = lambda key: model_config.get(key, getattr(SegmentationModel, key))
-  dtype = model_config.get("dtype", "float32")
-  _check_choice("dtype", dtype, tuple(DTYPES))
+def model_from_config(config: Any) -> SegmentationModel:
+  """The model of a run's config: its `model` section plus three facts that
+  other sections own (the tokenizer's id space, the loss's classes, the
+  window length)."""
   return SegmentationModel(
-      num_buckets=num_buckets,
-      num_classes=num_classes,
-      embed_dim=int(get("embed_dim")),
-      hidden_dim=int(get("hidden_dim")),
-      num_layers=int(get("num_layers")),
-      num_heads=int(get("num_heads")),
-      mlp_dim=int(get("mlp_dim")),
-      dropout_rate=float(get("dropout_rate")),
-      sentence_encoder=get("sentence_encoder"),
-      sentence_layers=int(get("sentence_layers")),
-      document_encoder=get("document_encoder"),
-      max_sentences=max_sentences,
-      cohesion_window=int(get("cohesion_window")),
-      dtype=DTYPES[dtype],
+      **config.model,
+      num_buckets=config.tokenizer.num_buckets,
+      num_classes=config.loss.num_classes,
+      max_sentences=config.data.max_sentences,
   )

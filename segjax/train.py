@@ -23,7 +23,6 @@ from ml_collections import config_flags
 
 from segjax import config_lib
 from segjax import data
-from segjax import losses
 from segjax import trainer
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -78,13 +77,12 @@ def default_workdir(config_spec: str) -> pathlib.Path:
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl flag parsing that names a bad `--config.*` override instead of a traceback."""
+  """absl flag parsing; a bad config file, variant, key or value is one line."""
   try:
+    config_lib.check_overrides(argv[1:])
     return flags.FLAGS(argv)
-  except flags.Error as e:
-    sys.exit(f"{argv[0]}: {e}")
-  except (AttributeError, KeyError, TypeError, ValueError) as e:
-    sys.exit(f"{argv[0]}: bad --config override: {e}")
+  except (flags.Error, config_lib.ConfigError) as e:
+    sys.exit(f"segjax.train: error: {str(e).splitlines()[0]}")
 
 
 class _QuietLibraries:
@@ -111,7 +109,7 @@ def main(argv: list[str]) -> None:
   start = time.time()
   try:
     results = trainer.train_and_evaluate(_CONFIG.value, workdir)
-  except (config_lib.ConfigError, losses.LossConfigError, data.DataError) as e:
+  except (config_lib.ConfigError, data.DataError) as e:
     sys.exit(f"segjax.train: error: {e}")
   logging.info(
       "Finished in %.0f s; outputs in %s", time.time() - start, workdir

@@ -7,6 +7,7 @@ the final test evaluation.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import pathlib
@@ -16,6 +17,7 @@ from typing import Any
 from absl import logging
 from flax.training import train_state
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
@@ -32,6 +34,9 @@ from segjax import parallel as parallel_lib
 # Queued collectives on forced CPU devices can deadlock; block at least this
 # often (ECOSYSTEM notes: ~70 queued all-reduce steps hung).
 MAX_QUEUED_STEPS = 25
+# The best checkpoint's test reliability-diagram bins, written at the end
+# (`evaluation.calibration_bins` plus `best_step`).
+CALIBRATION_FILE = "test_calibration.json"
 # Metrics logged as their latest value rather than the interval mean.
 LATEST_VALUE_METRICS = ("learning_rate", "skipped_steps")
 
@@ -86,7 +91,7 @@ def _initial_state(config, model, tx) -> TrainState:
       init_key,
       batch_size=1,
       max_sentences=config.data.max_sentences,
-      max_tokens=config.data.max_tokens,
+      max_tokens=config.tokenizer.max_tokens,
   )
   return TrainState.create(
       apply_fn=model.apply,
@@ -150,6 +155,10 @@ def train_step(
   metrics = {f"train_{k}": v for k, v in aux.items()}
   metrics["train_loss"] = loss
   metrics["grad_norm"] = optax.tree.norm(grads)
+  metrics["param_norm"] = optax.tree.norm(new_state.params)
+  metrics["update_norm"] = optax.tree.norm(
+      jax.tree.map(jnp.subtract, new_state.params, state.params)
+  )
   metrics["learning_rate"] = schedule(state.step)
   metrics["skipped_steps"] = new_state.opt_state.total_notfinite
   return new_state, metrics
@@ -250,195 +259,217 @@ def config_as_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
 # ----------------------------------------------------------------------------
 
 
+def _saved_config(checkpointer: checkpoints.Checkpointer) -> dict | None:
+  """The config of the run a workdir's latest checkpoint belongs to."""
+  latest = checkpointer.latest_step()
+  if latest is None:
+    return None
+  return checkpointer.restore_meta(latest)["config"]
+
+
 def train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: str | pathlib.Path
 ) -> dict[str, Any]:
   """Trains to `config.train.num_steps`, evaluating and checkpointing.
 
+  Everything that can be wrong with the config, the devices, the workdir or
+  the data is found before anything is compiled or written.
+
   Returns:
     The last dev metrics and the test metrics of the best checkpoint.
   """
-  # -- Set up: config, devices, outputs ---------------------------------------
+  # -- Set up: config, devices, workdir ---------------------------------------
   config_lib.validate_config(config)
   workdir = pathlib.Path(workdir)
+  if workdir.exists() and not workdir.is_dir():
+    raise config_lib.ConfigError(f"workdir {str(workdir)!r} is not a folder")
   parallel = parallel_lib.DataParallel(config.parallel.mode)
-  if config.train.batch_size % parallel.num_devices:
-    raise config_lib.ConfigError(
-        f"train.batch_size={config.train.batch_size} does not split over "
-        f"{parallel.num_devices} devices; use a multiple of "
-        f"{parallel.num_devices}"
-    )
+  config_lib.check_device_split(
+      config, parallel.num_devices, jax.process_count()
+  )
   is_chief = jax.process_index() == 0
   resolved_config = config_as_json(config)
-  if is_chief:
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.json").write_text(
-        json.dumps(resolved_config, indent=2, sort_keys=True)
+  with contextlib.ExitStack() as cleanup:
+    checkpointer = checkpoints.Checkpointer(
+        workdir,
+        keep=config.train.keep_checkpoints,
+        best_metric=config.train.best_metric,
+        best_mode=config.train.best_mode,
     )
-  writer = metric_writers.MetricWriter(workdir, enabled=is_chief)
+    cleanup.callback(checkpointer.close)
+    saved_config = _saved_config(checkpointer)
+    if saved_config is not None:
+      config_lib.check_resumable(saved_config, resolved_config)
 
-  # -- Input ------------------------------------------------------------------
-  splits = data.load_splits(config.data)
-  tokenizer = data.Tokenizer.from_config(config.data)
-  train_iter = data.make_train_iterator(
-      splits["train"],
-      tokenizer,
-      global_batch_size=config.train.batch_size,
-      max_sentences=config.data.max_sentences,
-      seed=config.seed,
-      process_index=jax.process_index(),
-      process_count=jax.process_count(),
-      stride=config.data.train_stride or None,
-  )
-  eval_batches = functools.partial(
-      evaluation.eval_batches, config, tokenizer=tokenizer
-  )
-  dev_batches = eval_batches(splits["dev"])
-
-  # -- Model, loss and optimizer ----------------------------------------------
-  model = models.model_from_config(
-      config.model,
-      num_buckets=config.data.num_buckets,
-      num_classes=config.loss.num_classes,
-      max_sentences=config.data.max_sentences,
-  )
-  loss_fn = losses.create_loss(config.loss)
-  tx, schedule = make_optimizer(config.optim, config.train.num_steps)
-  host_state = create_train_state(config, model, tx)
-  log_startup(config, parallel, splits, models.count_params(host_state.params))
-
-  # -- Checkpoints: resume if the workdir has one ------------------------------
-  checkpointer = checkpoints.Checkpointer(
-      workdir,
-      keep=config.train.keep_checkpoints,
-      best_metric=config.train.best_metric,
-      best_mode=config.train.best_mode,
-  )
-  threshold = None
-  latest = checkpointer.latest_step()
-  if latest is not None:
-    host_state, meta = checkpointer.restore(latest, host_state, train_iter)
-    threshold = meta.get("threshold")
-    logging.info("Resuming from step %d of %s", latest, checkpointer.directory)
-  start_step = int(host_state.step)
-
-  # -- Compiled steps ----------------------------------------------------------
-  p_train_step = parallel.map_step(
-      functools.partial(
-          train_step, model=model, loss_fn=loss_fn, schedule=schedule
+    # -- Input -----------------------------------------------------------------
+    splits = data.load_splits(config.data)
+    tokenizer = data.Tokenizer(**config.tokenizer)
+    train_iter = data.make_train_iterator(
+        splits["train"],
+        tokenizer,
+        global_batch_size=config.train.batch_size,
+        max_sentences=config.data.max_sentences,
+        seed=config.seed,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        stride=config.data.train_stride or None,
+        ignore_index=config.loss.ignore_index,
+    )
+    eval_batches = functools.partial(
+        evaluation.eval_batches, config, tokenizer=tokenizer
+    )
+    dev_batches = eval_batches(splits["dev"])
+    # Written once the run is known to start: a run stopped by bad input
+    # leaves an existing run's config.json as it was.
+    if is_chief:
+      (workdir / "config.json").write_text(
+          json.dumps(resolved_config, indent=2, sort_keys=True)
       )
-  )
-  p_eval_step = parallel.map_rows(evaluation.make_eval_step(model, loss_fn))
-  state = parallel.put_state(host_state)
-  del host_state
 
-  def evaluate(params, documents, batches, threshold=None):
-    probs, loss = evaluation.predict_documents(
-        parallel, p_eval_step, params, batches, documents
-    )
-    scores = evaluation.score_documents(
-        probs,
-        documents,
-        threshold=threshold,
-        threshold_metric=config.train.threshold_metric,
-    )
-    return {"loss": loss, **scores}
+    # -- Model, loss and optimizer ---------------------------------------------
+    model = models.model_from_config(config)
+    loss_fn = losses.create_loss(config.loss)
+    tx, schedule = make_optimizer(config.optim, config.train.num_steps)
 
-  def save(step, eval_metrics):
-    meta = {
-        "step": step,
-        "config": resolved_config,
-        "tokenizer": tokenizer.to_dict(),
-        "threshold": threshold,
-        "eval": eval_metrics,
-    }
-    ranking = None
-    if eval_metrics and eval_metrics.get(config.train.best_metric) is not None:
-      ranking = {
-          config.train.best_metric: eval_metrics[config.train.best_metric]
-      }
-    checkpointer.save(
-        step, parallel.get_state(state), meta, train_iter, metrics=ranking
-    )
-
-  # -- Train loop --------------------------------------------------------------
-  progress = metric_writers.Progress(
-      start_step=start_step,
-      total_steps=config.train.num_steps,
-      enabled=is_chief,
-  )
-  pending, last_eval = [], {}
-  preemption = PreemptionWatcher(checkpointer)
-  num_steps = config.train.num_steps
-  for step in range(start_step, num_steps):
-    state, step_metrics = p_train_step(
-        state, parallel.put_batch(next(train_iter))
-    )
-    pending.append(step_metrics)
-    done = step + 1
-    if done % config.train.log_every == 0 or done == num_steps:
-      summary = interval_summary(
-          [parallel.replicated_value(m) for m in pending]
+    # -- Checkpoints: resume if the workdir has one ----------------------------
+    threshold = None
+    latest = checkpointer.latest_step()
+    if latest is None:
+      host_state = create_train_state(config, model, tx)
+    else:
+      host_state, meta = checkpointer.restore(
+          latest, abstract_train_state(config, model, tx), train_iter
       )
-      summary["steps_per_second"] = progress.steps_per_second()
-      pending = []
-      writer.write(done, summary)
-      progress.update(
-          done,
-          metric_writers.format_metrics(
-              {k: summary[k] for k in ("train_loss", "grad_norm")}
-          ),
-      )
-    elif len(pending) % MAX_QUEUED_STEPS == 0:
-      jax.block_until_ready(step_metrics)
-
-    evaluated = done % config.train.eval_every == 0 or done == num_steps
-    if evaluated:
-      dev = evaluate(state.params, splits["dev"], dev_batches)
-      threshold = dev["threshold"]
-      last_eval = {f"val_{k}": v for k, v in dev.items()}
-      writer.write(done, last_eval)
+      threshold = meta.get("threshold")
       logging.info(
-          "step %d dev: %s", done, metric_writers.format_metrics(last_eval)
+          "Resuming from step %d of %s", latest, checkpointer.directory
       )
-    preempted = done < num_steps and preemption.should_stop(done)
-    if evaluated or preempted or done % config.train.checkpoint_every == 0:
-      save(done, last_eval if evaluated else None)
-    if preempted:
-      checkpointer.close()
-      preemption.close()
-      writer.close()
-      progress.close()
-      logging.warning("Preempted: saved step %d", done)
-      return {"preempted": True, "step": done}
-  progress.close()
-  preemption.close()
-  checkpointer.wait()
+    start_step = int(host_state.step)
+    log_startup(
+        config, parallel, splits, models.count_params(host_state.params)
+    )
 
-  # -- Final test evaluation with the best checkpoint --------------------------
-  results = dict(last_eval)
-  best = checkpointer.best_step()
-  if splits["test"] and best is not None:
-    best_state, meta = checkpointer.restore(best, parallel.get_state(state))
-    test = evaluate(
-        parallel.put_state(best_state).params,
-        splits["test"],
-        eval_batches(splits["test"]),
-        threshold=meta["threshold"],
+    # -- Compiled steps --------------------------------------------------------
+    p_train_step = parallel.map_step(
+        functools.partial(
+            train_step, model=model, loss_fn=loss_fn, schedule=schedule
+        )
     )
-    results.update({f"test_{k}": v for k, v in test.items()})
-    writer.write(
-        num_steps,
-        {f"test_{k}": v for k, v in test.items()} | {"best_step": best},
+    p_eval_step = parallel.map_rows(
+        evaluation.make_eval_step(model, loss_fn, config.loss.ignore_index)
     )
-    logging.info(
-        "test (best step %d, threshold %.2f): %s",
-        best,
-        meta["threshold"],
-        metric_writers.format_metrics(
-            {f"test_{k}": v for k, v in test.items()}
-        ),
+    state = parallel.put_state(host_state)
+    del host_state
+
+    def evaluate(params, documents, batches, threshold=None):
+      """(scores with the mean loss, per-document boundary probabilities)."""
+      probs, loss = evaluation.predict_documents(
+          parallel, p_eval_step, params, batches, documents
+      )
+      scores = evaluation.score_documents(
+          probs,
+          documents,
+          threshold=threshold,
+          threshold_metric=config.train.threshold_metric,
+      )
+      return {"loss": loss, **scores}, probs
+
+    def save(step, eval_metrics):
+      meta = {
+          "step": step,
+          "config": resolved_config,
+          "tokenizer": tokenizer.to_dict(),
+          "threshold": threshold,
+          "eval": eval_metrics,
+      }
+      ranking = None
+      if (
+          eval_metrics
+          and eval_metrics.get(config.train.best_metric) is not None
+      ):
+        ranking = {
+            config.train.best_metric: eval_metrics[config.train.best_metric]
+        }
+      checkpointer.save(
+          step, parallel.get_state(state), meta, train_iter, metrics=ranking
+      )
+
+    writer = metric_writers.MetricWriter(workdir, enabled=is_chief)
+    cleanup.callback(writer.close)
+    progress = metric_writers.Progress(
+        start_step=start_step,
+        total_steps=config.train.num_steps,
+        enabled=is_chief,
     )
-  checkpointer.close()
-  writer.close()
-  return results
+    cleanup.callback(progress.close)
+    preemption = PreemptionWatcher(checkpointer)
+    cleanup.callback(preemption.close)
+    # -- Train loop ------------------------------------------------------------
+    pending, last_eval = [], {}
+    num_steps = config.train.num_steps
+    for step in range(start_step, num_steps):
+      state, step_metrics = p_train_step(
+          state, parallel.put_batch(next(train_iter))
+      )
+      pending.append(step_metrics)
+      done = step + 1
+      if done % config.train.log_every == 0 or done == num_steps:
+        summary = interval_summary(
+            [parallel.replicated_value(m) for m in pending]
+        )
+        summary["steps_per_second"] = progress.steps_per_second()
+        pending = []
+        writer.write(done, summary)
+        progress.update(
+            done,
+            metric_writers.format_metrics(
+                {k: summary[k] for k in ("train_loss", "grad_norm")}
+            ),
+        )
+      elif len(pending) % MAX_QUEUED_STEPS == 0:
+        jax.block_until_ready(step_metrics)
+
+      evaluated = done % config.train.eval_every == 0 or done == num_steps
+      if evaluated:
+        dev, _ = evaluate(state.params, splits["dev"], dev_batches)
+        threshold = dev["threshold"]
+        last_eval = {f"val_{k}": v for k, v in dev.items()}
+        writer.write(done, last_eval)
+        logging.info(
+            "step %d dev: %s", done, metric_writers.format_metrics(last_eval)
+        )
+      preempted = done < num_steps and preemption.should_stop(done)
+      if evaluated or preempted or done % config.train.checkpoint_every == 0:
+        save(done, last_eval if evaluated else None)
+      if preempted:
+        logging.warning("Preempted: saved step %d", done)
+        return {"preempted": True, "step": done}
+    progress.close()
+    checkpointer.wait()
+
+    # -- Final test evaluation with the best checkpoint ------------------------
+    results = dict(last_eval)
+    best = checkpointer.best_step()
+    if splits["test"] and best is not None:
+      best_state, meta = checkpointer.restore(best, parallel.get_state(state))
+      test, test_probs = evaluate(
+          parallel.put_state(best_state).params,
+          splits["test"],
+          eval_batches(splits["test"]),
+          threshold=meta["threshold"],
+      )
+      test = {f"test_{k}": v for k, v in test.items()}
+      results.update(test)
+      writer.write(num_steps, test | {"best_step": best})
+      if is_chief:
+        bins = evaluation.calibration_bins(test_probs, splits["test"])
+        (workdir / CALIBRATION_FILE).write_text(
+            json.dumps({"best_step": best, **bins})
+        )
+      logging.info(
+          "test (best step %d, threshold %.2f): %s",
+          best,
+          meta["threshold"],
+          metric_writers.format_metrics(test),
+      )
+    return results

@@ -1,4 +1,4 @@
-"""Shared test helpers: tiny configs, CLI runs, metric events, tool modules."""
+"""Shared test helpers: `:smoke` configs, CLI runs, metric events, tools."""
 
 import importlib.util
 import json
@@ -10,21 +10,6 @@ import sys
 from segjax import config_lib
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-TINY = {
-    "data.max_documents": 48,
-    "data.max_sentences": 32,
-    "data.num_buckets": 4096,
-    "data.max_tokens": 16,
-    "model.embed_dim": 16,
-    "model.hidden_dim": 32,
-    "model.mlp_dim": 32,
-    "model.num_layers": 1,
-    "model.num_heads": 2,
-    "train.batch_size": 8,
-    "train.eval_batch_size": 16,
-    "optim.learning_rate": 3e-3,
-    "optim.warmup_steps": 2,
-}
 
 
 def load_tool(name):
@@ -42,12 +27,15 @@ def load_tool(name):
   return module
 
 
+def with_smoke(spec):
+  """`configs/x.py[:variants]` with the `smoke` variant added last."""
+  path, _, variants = spec.partition(":")
+  return f"{path}:{variants + ',' if variants else ''}smoke"
+
+
 def tiny_config(spec="configs/boundary.py", **overrides):
-  config = config_lib.load_config(str(REPO / spec))
-  for dotted, value in {**TINY, **overrides}.items():
-    section, key = dotted.split(".")
-    config[section][key] = value
-  return config
+  """`spec:smoke` with `overrides`, as `--config.key=value` would set them."""
+  return config_lib.load_config(str(REPO / with_smoke(spec)), overrides)
 
 
 def read_events(workdir):
@@ -69,8 +57,8 @@ def cli_env(devices=1):
 
 
 def train_flags(config_flag, *args):
-  """`--config=... <TINY overrides> args` (--config must come first)."""
-  return [config_flag, *(f"--config.{k}={v}" for k, v in TINY.items()), *args]
+  """`--config=<file>:...,smoke args` (--config must come first)."""
+  return [f"--config={with_smoke(config_flag.split('=', 1)[1])}", *args]
 
 
 def train_command(config_flag, *args):

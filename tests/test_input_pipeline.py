@@ -14,7 +14,7 @@ import pytest
 from segjax import data
 from segjax.data import pydoc_corpus
 
-IGNORE = data.IGNORE_INDEX
+IGNORE = -100  # the SPEC default, as the configs set it
 
 
 def _write(path: pathlib.Path, content: str | bytes) -> pathlib.Path:
@@ -41,7 +41,7 @@ def _toy_documents(num_docs: int, seed: int = 0) -> list[data.Document]:
   return documents
 
 
-TOKENIZER = data.Tokenizer(num_buckets=1 << 12, max_tokens=6)
+TOKENIZER = data.Tokenizer(num_buckets=1 << 12, max_tokens=6, lowercase=True)
 
 
 # ---------------------------------------------------------------- readers
@@ -321,14 +321,14 @@ SENTENCES = ["Hello, World!", "The segment ends here.", "Ünïcode café 42"]
 
 
 def test_tokenizer_ids_are_stable_and_bounded():
-  tokenizer = data.Tokenizer(num_buckets=1 << 15, max_tokens=6)
+  tokenizer = data.Tokenizer(num_buckets=1 << 15, max_tokens=6, lowercase=True)
   ids = tokenizer.encode(SENTENCES)
   assert ids.dtype == np.int32 and ids.tolist() == EXPECTED_IDS
   assert tokenizer.encode(["HELLO world"]).tolist()[0][:2] == [1593, 2077]
-  small = data.Tokenizer(num_buckets=3, max_tokens=4)
+  small = data.Tokenizer(num_buckets=3, max_tokens=4, lowercase=True)
   ids = small.encode(["a b c d e f", ""])
   assert set(ids[0].tolist()) <= {1, 2} and ids[1].tolist() == [0] * 4
-  cased = data.Tokenizer(lowercase=False)
+  cased = data.Tokenizer(num_buckets=1 << 15, max_tokens=32, lowercase=False)
   assert cased.encode(["Hello"])[0, 0] != cased.encode(["hello"])[0, 0]
 
 
@@ -339,13 +339,13 @@ def test_tokenizer_settings_round_trip_and_reject_other_hashes():
   with pytest.raises(ValueError, match="different ids"):
     data.Tokenizer.from_dict({**settings, "hash": "crc32"})
   with pytest.raises(ValueError, match="num_buckets"):
-    data.Tokenizer(num_buckets=1)
+    data.Tokenizer(num_buckets=1, max_tokens=4, lowercase=True)
 
 
 def test_tokenizer_and_pydoc_corpus_are_identical_in_another_process():
   script = (
       "import hashlib, json; from segjax import data;"
-      "t = data.Tokenizer(num_buckets=1 << 15, max_tokens=6);"
+      "t = data.Tokenizer(num_buckets=1 << 15, max_tokens=6, lowercase=True);"
       f"ids = t.encode({SENTENCES!r}).tolist();"
       "docs = repr([d.segments for d in data.pydoc_documents('test', 30)]);"
       "print(json.dumps([ids, hashlib.sha256(docs.encode()).hexdigest()]))"
@@ -370,9 +370,16 @@ def test_tokenizer_and_pydoc_corpus_are_identical_in_another_process():
 def test_labels_follow_the_spec_convention():
   document = data.Document([["a", "b"], ["c"], ["d", "e", "f"]])
   assert data.boundary_labels(document).tolist() == [0, 1, 1, 0, 0, 1]
-  assert data.sentence_labels(document).tolist() == [0, 1, 1, 0, 0, IGNORE]
+  assert data.sentence_labels(document, IGNORE).tolist() == [
+      0,
+      1,
+      1,
+      0,
+      0,
+      IGNORE,
+  ]
   table = data.tokenize_windows(
-      [document], TOKENIZER, max_sentences=4, stride=2
+      [document], TOKENIZER, max_sentences=4, stride=2, ignore_index=IGNORE
   )
   batch = data.gather_windows(table, np.array([0, 1, -1]))
   # A window cut inside the document keeps its last sentence's real label;
@@ -421,7 +428,12 @@ def test_stitching_eval_windows_reproduces_per_sentence_values():
   lengths = data.document_lengths(documents)
   truth = [np.arange(n) + 100.0 * d for d, n in enumerate(lengths)]
   batches = data.make_eval_batches(
-      documents, TOKENIZER, global_batch_size=4, max_sentences=5, stride=2
+      documents,
+      TOKENIZER,
+      global_batch_size=4,
+      max_sentences=5,
+      stride=2,
+      ignore_index=IGNORE,
   )
   window_doc = np.concatenate([b["window_doc"] for b in batches])
   window_start = np.concatenate([b["window_start"] for b in batches])
@@ -455,7 +467,9 @@ def test_stitching_prefers_the_most_centred_window():
 
 def _train_iterator(documents, **kwargs):
   options = dict(global_batch_size=4, max_sentences=5, seed=3)
-  return data.make_train_iterator(documents, TOKENIZER, **(options | kwargs))
+  return data.make_train_iterator(
+      documents, TOKENIZER, **(options | kwargs), ignore_index=IGNORE
+  )
 
 
 def _take(iterator, n):
@@ -492,7 +506,9 @@ def _window_keys(batch):
 
 def test_train_iterator_visits_every_window_once_per_epoch_reshuffled():
   documents = _toy_documents(30)
-  table = data.tokenize_windows(documents, TOKENIZER, max_sentences=5, stride=5)
+  table = data.tokenize_windows(
+      documents, TOKENIZER, max_sentences=5, stride=5, ignore_index=IGNORE
+  )
   labelled = data.pipeline._with_labelled_windows_only(table)
   num_windows = labelled.num_windows
   all_keys = _window_keys(data.gather_windows(labelled, np.arange(num_windows)))
@@ -541,7 +557,9 @@ def test_processes_see_exactly_the_global_batches_of_one_process():
 
 def test_eval_batches_cover_every_window_once_with_padding_masked():
   documents = _toy_documents(11)
-  table = data.tokenize_windows(documents, TOKENIZER, max_sentences=5, stride=2)
+  table = data.tokenize_windows(
+      documents, TOKENIZER, max_sentences=5, stride=2, ignore_index=IGNORE
+  )
   per_process = [
       data.make_eval_batches(
           documents,
@@ -551,6 +569,7 @@ def test_eval_batches_cover_every_window_once_with_padding_masked():
           stride=2,
           process_index=i,
           process_count=2,
+          ignore_index=IGNORE,
       )
       for i in range(2)
   ]
@@ -579,7 +598,9 @@ def test_eval_batches_cover_every_window_once_with_padding_masked():
 def test_only_the_gathered_rows_are_tokenized():
   """A process tokenizes the sentences of its own rows, not the corpus."""
   documents = _toy_documents(30)
-  table = data.tokenize_windows(documents, TOKENIZER, max_sentences=5, stride=5)
+  table = data.tokenize_windows(
+      documents, TOKENIZER, max_sentences=5, stride=5, ignore_index=IGNORE
+  )
   assert not table._is_cached.any()  # pylint: disable=protected-access
   batch = data.gather_windows(table, np.array([0, 3]))
   rows = np.concatenate(

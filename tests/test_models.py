@@ -14,6 +14,11 @@ from segjax import models
 NUM_BUCKETS = 101
 SMALL = dict(
     num_buckets=NUM_BUCKETS,
+    num_classes=2,
+    sentence_encoder="pool",
+    sentence_layers=1,
+    document_encoder="transformer",
+    dtype="float32",
     embed_dim=8,
     hidden_dim=16,
     num_layers=1,
@@ -169,7 +174,7 @@ def test_train_with_dropout_needs_example_rngs():
 
 
 def test_sentence_transformer_and_bfloat16():
-  model = _model(sentence_encoder="transformer", dtype=jnp.bfloat16)
+  model = _model(sentence_encoder="transformer", dtype="bfloat16")
   tokens, mask = _batch()
   params = _params(model, tokens)
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
@@ -185,7 +190,7 @@ def test_sentence_transformer_and_bfloat16():
   assert logits.dtype == jnp.float32
   assert np.isfinite(logits).all()
   # Same parameters in float32: the same function up to bfloat16 rounding.
-  full = model.clone(dtype=jnp.float32)
+  full = model.clone(dtype="float32")
   np.testing.assert_allclose(
       _apply(model, params, tokens, mask),
       _apply(full, params, tokens, mask),
@@ -311,30 +316,33 @@ def test_per_example_dropout_keeps_expectation_and_ignores_batch_position():
 # ----------------------------------------------------------------------------
 
 
-def _model_config(**overrides):
-  config = ml_collections.ConfigDict(
+def _run_config(**model_overrides):
+  """A whole run config: the model section plus the facts other sections own."""
+  model = dict(
+      sentence_encoder="pool",
+      sentence_layers=1,
+      document_encoder="bilstm",
+      embed_dim=24,
+      hidden_dim=32,
+      num_layers=3,
+      num_heads=2,
+      mlp_dim=48,
+      dropout_rate=0.3,
+      cohesion_window=4,
+      dtype="bfloat16",
+  )
+  return ml_collections.ConfigDict(
       dict(
-          sentence_encoder="pool",
-          sentence_layers=1,
-          document_encoder="bilstm",
-          embed_dim=24,
-          hidden_dim=32,
-          num_layers=3,
-          num_heads=2,
-          mlp_dim=48,
-          dropout_rate=0.3,
-          cohesion_window=4,
-          dtype="bfloat16",
+          model=model | model_overrides,
+          tokenizer=dict(num_buckets=512),
+          loss=dict(num_classes=3),
+          data=dict(max_sentences=20),
       )
   )
-  config.update(overrides)
-  return config
 
 
 def test_model_from_config_sets_every_field():
-  model = models.model_from_config(
-      _model_config(), num_buckets=512, num_classes=3, max_sentences=20
-  )
+  model = models.model_from_config(_run_config())
   assert model == models.SegmentationModel(
       num_buckets=512,
       num_classes=3,
@@ -349,7 +357,7 @@ def test_model_from_config_sets_every_field():
       document_encoder="bilstm",
       max_sentences=20,
       cohesion_window=4,
-      dtype=jnp.bfloat16,
+      dtype="bfloat16",
   )
 
 
@@ -363,12 +371,7 @@ def test_model_from_config_sets_every_field():
 )
 def test_model_from_config_names_a_bad_key_and_the_choices(key, value, choices):
   with pytest.raises(ValueError, match=f"model.{key}.*{value}.*{choices}"):
-    models.model_from_config(
-        _model_config(**{key: value}),
-        num_buckets=64,
-        num_classes=2,
-        max_sentences=8,
-    )
+    models.model_from_config(_run_config(**{key: value}))
 
 
 # ----------------------------------------------------------------------------

@@ -169,22 +169,18 @@ def test_train_step_gradient_does_not_depend_on_device_count(mode):
   from segjax import data, losses, models, parallel  # pylint: disable=g-import-not-at-top
 
   config = tiny_config()
-  model = models.model_from_config(
-      config.model,
-      num_buckets=config.data.num_buckets,
-      num_classes=2,
-      max_sentences=config.data.max_sentences,
-  )
+  model = models.model_from_config(config)
   tx = optax.apply_if_finite(optax.sgd(1.0), max_consecutive_errors=10)
   host_state = train.create_train_state(config, model, tx)
   docs = data.pydoc_documents("train", num_documents=16)
   batch = next(
       data.make_train_iterator(
           docs,
-          data.Tokenizer.from_config(config.data),
+          data.Tokenizer(**config.tokenizer),
           global_batch_size=8,
           max_sentences=config.data.max_sentences,
           seed=0,
+          ignore_index=config.loss.ignore_index,
       )
   )
   step = functools.partial(
@@ -344,21 +340,17 @@ def test_a_non_finite_gradient_skips_the_update():
   from segjax import data, losses, models, parallel  # pylint: disable=g-import-not-at-top
 
   config = tiny_config()
-  model = models.model_from_config(
-      config.model,
-      num_buckets=config.data.num_buckets,
-      num_classes=2,
-      max_sentences=config.data.max_sentences,
-  )
+  model = models.model_from_config(config)
   tx, schedule = train.make_optimizer(config.optim, 10)
   state = train.create_train_state(config, model, tx)
   batch = next(
       data.make_train_iterator(
           data.pydoc_documents("train", num_documents=8),
-          data.Tokenizer.from_config(config.data),
+          data.Tokenizer(**config.tokenizer),
           global_batch_size=4,
           max_sentences=config.data.max_sentences,
           seed=0,
+          ignore_index=config.loss.ignore_index,
       )
   )
   good_loss = losses.create_loss(config.loss)

@@ -42,6 +42,7 @@ def pipeline_batches_per_second(
       global_batch_size=config.train.batch_size,
       max_sentences=config.data.max_sentences,
       seed=config.seed,
+      ignore_index=config.loss.ignore_index,
   )
   next(iterator)  # thread start-up
   start = time.perf_counter()
@@ -53,12 +54,7 @@ def pipeline_batches_per_second(
 def compiled_step(config, batches):
   """(step function, initial state, device batches) of one config."""
   parallel = parallel_lib.DataParallel(config.parallel.mode)
-  model = models.model_from_config(
-      config.model,
-      num_buckets=config.data.num_buckets,
-      num_classes=config.loss.num_classes,
-      max_sentences=config.data.max_sentences,
-  )
+  model = models.model_from_config(config)
   tx, schedule = trainer.make_optimizer(config.optim, config.train.num_steps)
   state = parallel.put_state(trainer.create_train_state(config, model, tx))
   step = parallel.map_step(
@@ -105,13 +101,14 @@ def main():
       str(bench_report.REPO_ROOT / CONFIGS["boundary_aware"])
   )
   splits = data.load_splits(base.data)
-  tokenizer = data.Tokenizer.from_config(base.data)
+  tokenizer = data.Tokenizer(**base.tokenizer)
   iterator = data.make_train_iterator(
       splits["train"],
       tokenizer,
       global_batch_size=base.train.batch_size,
       max_sentences=base.data.max_sentences,
       seed=base.seed,
+      ignore_index=base.loss.ignore_index,
   )
   batches = [next(iterator) for _ in range(8)]
   sentences_per_batch = float(
@@ -142,7 +139,7 @@ def main():
       "Training: step and input pipeline (`tools/bench_train.py`)",
       f"Default config (`configs/boundary.py` / `configs/cross_entropy.py`): "
       f"global batch {base.train.batch_size} windows x "
-      f"{base.data.max_sentences} sentences x {base.data.max_tokens} tokens "
+      f"{base.data.max_sentences} sentences x {base.tokenizer.max_tokens} tokens "
       f"({sentences_per_batch:.0f} real sentences per batch on average), "
       f"{jax.device_count()} device(s), parallel mode {base.parallel.mode}; "
       f"median of {args.steps} blocked steps per loss after warm-up, the two "

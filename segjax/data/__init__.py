@@ -3,11 +3,11 @@
 Typical use (what the trainer does):
 
   splits = data.load_splits(config.data)
-  tokenizer = data.Tokenizer.from_config(config.data)
+  tokenizer = data.Tokenizer(**config.tokenizer)
   train_iter = data.make_train_iterator(
       splits["train"], tokenizer, global_batch_size=..., max_sentences=...,
       seed=config.seed, process_index=jax.process_index(),
-      process_count=jax.process_count())
+      process_count=jax.process_count(), ignore_index=config.loss.ignore_index)
   eval_batches = data.make_eval_batches(splits["dev"], tokenizer, ...)
 """
 
@@ -24,7 +24,6 @@ from segjax.data.pipeline import boundary_labels
 from segjax.data.pipeline import document_lengths
 from segjax.data.pipeline import document_windows
 from segjax.data.pipeline import gather_windows
-from segjax.data.pipeline import IGNORE_INDEX
 from segjax.data.pipeline import local_rows
 from segjax.data.pipeline import make_eval_batches
 from segjax.data.pipeline import make_train_iterator

@@ -32,7 +32,6 @@ import numpy as np
 from segjax.data.documents import Document
 from segjax.data.text import Tokenizer
 
-IGNORE_INDEX = -100
 Batch = dict[str, np.ndarray]
 
 
@@ -48,9 +47,7 @@ def boundary_labels(document: Document) -> np.ndarray:
   return labels
 
 
-def sentence_labels(
-    document: Document, ignore_index: int = IGNORE_INDEX
-) -> np.ndarray:
+def sentence_labels(document: Document, ignore_index: int) -> np.ndarray:
   """Training labels, int32 `[n]`: `boundary_labels` with the last ignored."""
   labels = boundary_labels(document)
   if labels.size:
@@ -164,7 +161,7 @@ def tokenize_windows(
     *,
     max_sentences: int,
     stride: int,
-    ignore_index: int = IGNORE_INDEX,
+    ignore_index: int,
 ) -> WindowTable:
   """Lists a corpus's windows (see `WindowTable`; tokens come on demand)."""
   lengths = np.array([doc.num_sentences for doc in documents], np.int64)
@@ -302,7 +299,7 @@ def make_train_iterator(
     process_index: int = 0,
     process_count: int = 1,
     stride: int | None = None,
-    ignore_index: int = IGNORE_INDEX,
+    ignore_index: int,
     read_options: grain.ReadOptions | None = None,
 ) -> grain.DatasetIterator:
   """An endless, checkpointable iterator over this process's training batches.
@@ -379,7 +376,7 @@ def make_eval_batches(
     stride: int | None = None,
     process_index: int = 0,
     process_count: int = 1,
-    ignore_index: int = IGNORE_INDEX,
+    ignore_index: int,
 ) -> list[Batch]:
   """This process's evaluation batches: every window exactly once globally.
 

@@ -137,9 +137,9 @@ class Tokenizer:
     lowercase: lower-case text before splitting it into words.
   """
 
-  num_buckets: int = 1 << 15
-  max_tokens: int = 32
-  lowercase: bool = True
+  num_buckets: int
+  max_tokens: int
+  lowercase: bool
 
   def __post_init__(self):
     if self.num_buckets < 2:
@@ -184,13 +184,3 @@ class Tokenizer:
           f" computes {_HASH_NAME!r} and would assign different ids"
       )
     return cls(**settings)
-
-  @classmethod
-  def from_config(cls, data_config: Any) -> Tokenizer:
-    """The tokenizer a data config asks for (missing keys take defaults)."""
-    setting = lambda key: getattr(data_config, key, getattr(cls, key))
-    return cls(
-        num_buckets=int(setting("num_buckets")),
-        max_tokens=int(setting("max_tokens")),
-        lowercase=bool(setting("lowercase")),
-    )

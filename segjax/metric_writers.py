@@ -1,7 +1,9 @@
 """Where training numbers go: metrics.jsonl, TensorBoard and the console.
 
 Only process 0 writes; the other processes get a writer that does nothing, so
-the train loop can call it unconditionally.
+the train loop can call it unconditionally. `read_events` reads a run's
+metrics.jsonl back, `json_safe` makes any result strict JSON, and
+`quiet_library_logs` keeps chatty libraries' INFO lines off the console.
 """
 
 from __future__ import annotations
@@ -11,18 +13,47 @@ import math
 import pathlib
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from absl import logging
 import numpy as np
 
+# One JSON object a line, appended as training goes.
+METRICS_FILE = "metrics.jsonl"
+# Libraries whose INFO records flood the log (orbax: a dozen per save).
+QUIET_LIBRARIES = ("orbax",)
 
-def _plain(value: Any) -> Any:
-  """JSON-safe Python scalars (NaN becomes null, which JSON can hold)."""
-  value = np.asarray(value).item() if hasattr(value, "shape") else value
+
+def json_safe(value: Any) -> Any:
+  """`value` as strict-JSON data: NaN and inf become null.
+
+  Mappings (keys as strings), lists and tuples are converted item by item;
+  numpy and JAX arrays become (nested) lists, their scalars Python numbers.
+  """
+  if isinstance(value, Mapping):
+    return {str(k): json_safe(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [json_safe(v) for v in value]
+  if hasattr(value, "shape"):  # numpy and JAX arrays and scalars.
+    value = np.asarray(value).tolist()
+    if isinstance(value, list):
+      return json_safe(value)
   if isinstance(value, float) and not math.isfinite(value):
     return None
   return value
+
+
+def read_events(workdir: str | pathlib.Path) -> list[dict[str, Any]]:
+  """The events a run wrote to `<workdir>/metrics.jsonl`, in order.
+
+  Empty when the file does not exist yet (the run has not started).
+  """
+  path = pathlib.Path(workdir) / METRICS_FILE
+  if not path.is_file():
+    return []
+  with open(path, encoding="utf-8") as f:
+    return [json.loads(line) for line in f if line.strip()]
 
 
 class MetricWriter:
@@ -36,7 +67,7 @@ class MetricWriter:
       return
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    self._jsonl = open(workdir / "metrics.jsonl", "a", encoding="utf-8")
+    self._jsonl = open(workdir / METRICS_FILE, "a", encoding="utf-8")
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
 
     self._tensorboard = SummaryWriter(str(workdir / "tensorboard"))
@@ -45,7 +76,7 @@ class MetricWriter:
     """One event: `{"step": step, **metrics}`; numbers only."""
     if not self.enabled:
       return
-    event = {"step": int(step), **{k: _plain(v) for k, v in metrics.items()}}
+    event = {"step": int(step), **json_safe(metrics)}
     self._jsonl.write(json.dumps(event) + "\n")
     self._jsonl.flush()
     for key, value in event.items():
@@ -63,7 +94,7 @@ def format_metrics(metrics: dict[str, Any]) -> str:
   """`key=value` pairs with 4 significant digits, for log lines."""
   parts = []
   for key, value in metrics.items():
-    value = _plain(value)
+    value = json_safe(value)
     parts.append(
         f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
     )
@@ -112,3 +143,19 @@ class Progress:
   def close(self) -> None:
     if self._bar is not None:
       self._bar.close()
+
+
+class QuietLibraries:
+  """A log filter that drops the INFO records of `QUIET_LIBRARIES`."""
+
+  def filter(self, record) -> bool:
+    return record.levelno > logging.converter.STANDARD_INFO or not any(
+        f"/{name}/" in record.pathname for name in QUIET_LIBRARIES
+    )
+
+
+def quiet_library_logs() -> None:
+  """Installs `QuietLibraries` on absl's log handler (once)."""
+  handler = logging.get_absl_handler()
+  if not any(isinstance(f, QuietLibraries) for f in handler.filters):
+    handler.addFilter(QuietLibraries())

@@ -1,23 +1,28 @@
 """tools/compare_losses.py: two configs x two seeds, tiny, end to end."""
 
 import json
+import logging
 import pathlib
 import re
+import shutil
 
+from absl import logging as absl_logging
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from e2e_helpers import load_tool
 from segjax import config_lib
 from segjax import data
+from segjax import metric_writers
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 # Tiny runs: 6 steps, dev and test of 24 documents each.
 TINY_SETS = (
     "data.max_documents=24",
     "data.max_sentences=32",
-    "data.num_buckets=4096",
-    "data.max_tokens=16",
+    "tokenizer.num_buckets=4096",
+    "tokenizer.max_tokens=16",
     "model.embed_dim=16",
     "model.hidden_dim=32",
     "model.mlp_dim=32",
@@ -124,9 +129,10 @@ def test_json_holds_runs_curves_and_calibration(comparison):
       assert run["curve"]["step"] == [3, 6]
       assert len(run["curve"]["val_window_diff"]) == 2
       assert run["best_step"] in (3, 6)
-      # The restored best checkpoint reproduces the trainer's test ECE.
-      assert run["calibration_ece"] == pytest.approx(
-          run["test"]["ece"], abs=1e-5
+      # The bins the trainer saved give the test ECE it logged.
+      bins = {k: np.asarray(v) for k, v in run["calibration"].items()}
+      assert tool.calibration_ece(bins) == pytest.approx(
+          run["test"]["ece"], abs=1e-6
       )
       assert sum(run["calibration"]["bin_count"]) > 0
     pooled = config["pooled_calibration"]["bin_count"]
@@ -192,6 +198,37 @@ def test_rerun_reuses_finished_runs(comparison, monkeypatch, tmp_path):
     assert config["summary"] == first["configs"][label]["summary"]
 
 
+@pytest.mark.slow
+def test_a_run_without_saved_bins_is_scored_again_not_retrained(
+    comparison, tmp_path
+):
+  output, _ = comparison
+  workdir = tmp_path / "seed0"
+  shutil.copytree(output / "runs" / "boundary" / "seed0", workdir)
+  saved = json.loads((workdir / tool.trainer.CALIBRATION_FILE).read_text())
+  # As the runs trained before the trainer saved the bins.
+  (workdir / tool.trainer.CALIBRATION_FILE).unlink()
+  trained = metric_writers.read_events(workdir)
+  overrides = tool.run_overrides(tool.parse_args(tiny_argv(tmp_path)))
+  config = tool.build_config("configs/boundary.py", overrides, seed=0)
+  event, wall, reused = tool.train_or_reuse(config, workdir)
+  assert not reused
+  first = json.loads((output / "comparison.json").read_text())
+  assert wall == pytest.approx(
+      first["configs"]["boundary"]["runs"][0]["wall_seconds"]
+  )
+  again = json.loads((workdir / tool.trainer.CALIBRATION_FILE).read_text())
+  assert again["best_step"] == saved["best_step"]
+  assert again["bin_count"] == saved["bin_count"]
+  np.testing.assert_allclose(
+      again["bin_prob_sum"], saved["bin_prob_sum"], rtol=1e-5
+  )
+  events = metric_writers.read_events(workdir)
+  train_steps = [e["step"] for e in events if "train_loss" in e]
+  assert train_steps == [e["step"] for e in trained if "train_loss" in e]
+  assert event["test_pk"] == pytest.approx(trained[-1]["test_pk"])
+
+
 def test_unknown_set_key_is_an_error_naming_it(tmp_path):
   with pytest.raises(SystemExit) as e:
     tool.main(["--output", str(tmp_path), "--set", "train.num_stepz=5"])
@@ -220,46 +257,54 @@ def test_parse_override_values():
     tool.parse_override("train.num_steps")
 
 
-class _CutAfter:
-  """A stand-in tokenizer that cuts the text after given sentences."""
-
-  def __init__(self, sentence_ends):
-    self.sentence_ends = sentence_ends
-
-  def tokenize(self, text):
-    paragraphs = text.split("\n\n")
-    cuts = [
-        sum(len(p) + 2 for p in paragraphs[: i + 1]) - 2
-        for i in self.sentence_ends
-    ]
-    bounds = [0, *cuts, len(text)]
-    return [text[a:b] for a, b in zip(bounds, bounds[1:])]
+# ----------------------------------------------------------------------------
+# The metric_writers helpers the tool reports with.
+# ----------------------------------------------------------------------------
 
 
-def test_texttiling_cuts_map_to_sentence_boundaries():
-  document = data.Document(
-      segments=[[f"Sentence  {i} \n here." for i in range(10)]]
-  )
-  labels = tool.texttiling_boundaries(document, _CutAfter([2, 6]))
-  np.testing.assert_array_equal(np.flatnonzero(labels), [2, 6])
-  # A cut at the document end is the implicit final boundary, not a label.
-  labels = tool.texttiling_boundaries(document, _CutAfter([9]))
-  assert not labels.any()
+def test_json_safe_gives_strict_json():
+  value = {
+      "a": np.float32(0.5),
+      "b": [np.nan, np.int64(3), (1, np.inf)],
+      "c": np.array([[1.0, np.nan]]),
+      1: {"d": jnp.asarray(2.0), "e": "text", "f": None, "g": True},
+  }
+  safe = metric_writers.json_safe(value)
+  assert safe == {
+      "a": 0.5,
+      "b": [None, 3, [1, None]],
+      "c": [[1.0, None]],
+      "1": {"d": 2.0, "e": "text", "f": None, "g": True},
+  }
+  json.dumps(safe, allow_nan=False)  # Raises on NaN or inf.
 
 
-def test_texttiling_too_short_falls_back():
-  short = data.Document(segments=[["One short sentence."], ["And another."]])
-  assert tool.texttiling_boundaries(short, tool.make_texttiler(20, 5)) is None
-  predictions, fallbacks = tool.texttiling_predictions([short, short], 20, 5)
-  assert fallbacks == 2
-  assert all(not p.any() for p in predictions)
+def test_read_events_reads_what_the_writer_wrote(tmp_path):
+  assert not metric_writers.read_events(tmp_path / "not_started")
+  writer = metric_writers.MetricWriter(tmp_path)
+  writer.write(1, {"train_loss": np.float32(0.25)})
+  writer.write(2, {"val_pk": float("nan"), "val_ece": jnp.asarray(0.5)})
+  writer.close()
+  assert metric_writers.read_events(tmp_path) == [
+      {"step": 1, "train_loss": 0.25},
+      {"step": 2, "val_pk": None, "val_ece": 0.5},
+  ]
 
 
-def test_evenly_spaced_positions():
-  document = data.Document(segments=[["s"] * 10, ["t"] * 5])  # N = 15.
-  np.testing.assert_array_equal(
-      np.flatnonzero(tool.evenly_spaced(document, 7)), [6, 13]
-  )
-  np.testing.assert_array_equal(
-      np.flatnonzero(tool.evenly_spaced(document, 5)), [4, 9]
-  )  # Not 14.
+def test_quiet_libraries_drops_only_their_info_records():
+  def record(path, level):
+    return logging.LogRecord("absl", level, path, 1, "message", (), None)
+
+  orbax = "/venv/site-packages/orbax/checkpoint/checkpointer.py"
+  quiet = metric_writers.QuietLibraries()
+  assert not quiet.filter(record(orbax, logging.INFO))
+  assert quiet.filter(record(orbax, logging.WARNING))
+  assert quiet.filter(record("/repo/segjax/trainer.py", logging.INFO))
+  metric_writers.quiet_library_logs()
+  metric_writers.quiet_library_logs()
+  handler = absl_logging.get_absl_handler()
+  installed = [
+      f for f in handler.filters if isinstance(f, metric_writers.QuietLibraries)
+  ]
+  assert len(installed) == 1
+  handler.removeFilter(installed[0])

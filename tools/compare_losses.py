@@ -9,27 +9,26 @@ r"""Compares the losses: trains each config with several seeds, scores test.
 Every config (default: the legacy and the boundary-aware loss) is trained
 once per seed with `trainer.train_and_evaluate`, in this process, into
 `<workdir_root>/<config>/seed<s>`; each run is scored on test with the best
-checkpoint and its dev-tuned threshold. A run whose `metrics.jsonl` already
-ends with its test event is reused, so rerunning an interrupted comparison
-only trains what is missing (a workdir holding a run of a different config
-is refused). Three baselines are scored on the same test
-documents with the same metric code: no boundaries, boundaries evenly spaced
-at the mean train segment length, and nltk's TextTiling (w, k tuned on dev
-by Pk).
+checkpoint and its dev-tuned threshold. A run whose workdir already holds
+its test scores (`metrics.jsonl`) and their calibration bins is reused, so
+rerunning an interrupted comparison only trains what is missing (a workdir
+holding a run of a different config is refused). The three baselines of `segjax.baselines` are scored on the
+same test documents with the same metric code: no boundaries, boundaries
+evenly spaced at the mean train segment length, and nltk's TextTiling (w, k
+tuned on dev by Pk).
 
 Writes into `--output`: `comparison.md` (tables), `comparison.json` (every
 number), `dev_curves.png` (dev WindowDiff and boundary F1 over steps, mean
 and min-max band over seeds) and `reliability.png` (test reliability diagram
-per config, bins pooled over seeds).
+per config: the bins each run's trainer saved, pooled over seeds).
 
-Needs matplotlib and nltk besides segjax's own requirements.
+Needs matplotlib besides segjax's own requirements.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
-import bisect
 import dataclasses
 import json
 import math
@@ -49,19 +48,16 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import bench_report  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from segjax import config_lib  # pylint: disable=g-import-not-at-top
+from segjax import baselines as baselines_lib  # pylint: disable=g-import-not-at-top
+from segjax import config_lib
 from segjax import data
-from segjax import inference
-from segjax import losses
+from segjax import metric_writers
 from segjax import metrics
 from segjax import trainer
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_CONFIGS = "configs/cross_entropy.py,configs/boundary.py"
-NUM_BINS = 15
 PLOT_DPI = 110
-# Restored vs logged test ECE: beyond this the model code has changed.
-ECE_TOLERANCE = 1e-4
 # Written into each run's workdir: the run's wall time survives a reuse.
 WALL_TIME_FILE = "compare_wall_time.json"
 
@@ -83,25 +79,6 @@ SCORE_KEYS = tuple(key for key, _, _ in COLUMNS) + (
     "loss",
 )
 CURVE_KEYS = ("val_window_diff", "val_boundary_f1")
-
-# A literal English stopword list for TextTiling: nltk's default needs its
-# stopwords corpus, a download that this tool must not depend on.
-STOPWORDS = frozenset("""
-a about above after again against all am an and any are aren't as at be
-because been before being below between both but by can can't cannot could
-couldn't did didn't do does doesn't doing don't down during each few for
-from further had hadn't has hasn't have haven't having he he'd he'll he's
-her here here's hers herself him himself his how how's i i'd i'll i'm i've
-if in into is isn't it it's its itself let's me more most mustn't my myself
-no nor not of off on once only or other ought our ours ourselves out over
-own same shan't she she'd she'll she's should shouldn't so some such than
-that that's the their theirs them themselves then there there's these they
-they'd they'll they're they've this those through to too under until up
-very was wasn't we we'd we'll we're we've were weren't what what's when
-when's where where's which while who who's whom why why's will with won't
-would wouldn't you you'd you'll you're you've your yours yourself yourselves
-also may must might shall however thus e g i e etc
-""".split())
 
 
 class CompareError(ValueError):
@@ -152,12 +129,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   )
   parser.add_argument(
       "--texttiling_w",
-      default="10,20,30",
+      default=",".join(map(str, baselines_lib.TEXTTILING_W)),
       help="TextTiling pseudo-sentence sizes tried on dev",
   )
   parser.add_argument(
       "--texttiling_k",
-      default="3,5,10",
+      default=",".join(map(str, baselines_lib.TEXTTILING_K)),
       help="TextTiling block sizes tried on dev",
   )
   args = parser.parse_args(argv)
@@ -230,7 +207,7 @@ def build_config(
   config.seed = seed
   try:
     config_lib.validate_config(config)
-  except (config_lib.ConfigError, losses.LossConfigError) as e:
+  except config_lib.ConfigError as e:  # Loss errors included.
     raise CompareError(f"{spec}: {e}") from e
   return config
 
@@ -246,23 +223,8 @@ def run_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------
-# Small helpers: JSON, statistics.
+# Small helpers: statistics.
 # ----------------------------------------------------------------------------
-
-
-def plain(value: Any) -> Any:
-  """Strict-JSON values: numpy to Python, NaN and inf to None."""
-  if isinstance(value, Mapping):
-    return {str(k): plain(v) for k, v in value.items()}
-  if isinstance(value, (list, tuple)):
-    return [plain(v) for v in value]
-  if isinstance(value, np.ndarray):
-    return plain(value.tolist())
-  if isinstance(value, np.generic):
-    value = value.item()
-  if isinstance(value, float) and not math.isfinite(value):
-    return None
-  return value
 
 
 def as_float(value: Any) -> float:
@@ -277,15 +239,6 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return math.nan, math.nan
   std = float(np.std(x, ddof=1)) if x.size > 1 else 0.0
   return float(np.mean(x)), std
-
-
-def read_events(workdir: pathlib.Path) -> list[dict[str, Any]]:
-  """The events of a run's metrics.jsonl (none if it has not started)."""
-  path = workdir / "metrics.jsonl"
-  if not path.is_file():
-    return []
-  with open(path, encoding="utf-8") as f:
-    return [json.loads(line) for line in f if line.strip()]
 
 
 # ----------------------------------------------------------------------------
@@ -305,7 +258,6 @@ class RunResult:
   reused: bool
   curve: dict[str, list[float]]
   calibration: dict[str, np.ndarray]
-  calibration_ece: float
 
 
 def check_workdir(
@@ -327,28 +279,34 @@ def check_workdir(
 
 def final_test_event(workdir: pathlib.Path, num_steps: int) -> dict | None:
   """The last event with the best checkpoint's test scores, if the run ended."""
-  for event in reversed(read_events(workdir)):
+  for event in reversed(metric_writers.read_events(workdir)):
     if "test_pk" in event and event.get("step") == num_steps:
       return event
   return None
 
 
+def recorded_wall_time(workdir: pathlib.Path) -> float:
+  """The wall time a finished run recorded (NaN if it did not)."""
+  path = workdir / WALL_TIME_FILE
+  return json.loads(path.read_text())["seconds"] if path.is_file() else math.nan
+
+
 def train_or_reuse(
     config: ml_collections.ConfigDict, workdir: pathlib.Path
 ) -> tuple[dict, float, bool]:
-  """(test event, wall seconds, reused) of a finished run; trains if needed."""
+  """(test event, wall seconds, reused) of a finished run; trains if needed.
+
+  A run is finished when it logged the final test scores and saved their
+  calibration bins. The trainer resumes an unfinished one; a run trained
+  before the trainer saved the bins only has its test set scored again, and
+  keeps the wall time it recorded.
+  """
   check_workdir(config, workdir)
   num_steps = config.train.num_steps
   event = final_test_event(workdir, num_steps)
-  wall_file = workdir / WALL_TIME_FILE
-  if event is not None:
+  if event is not None and (workdir / trainer.CALIBRATION_FILE).is_file():
     logging.info("Reusing the finished run in %s", workdir)
-    wall = (
-        json.loads(wall_file.read_text())["seconds"]
-        if wall_file.is_file()
-        else math.nan
-    )
-    return event, wall, True
+    return event, recorded_wall_time(workdir), True
   start = time.perf_counter()
   results = trainer.train_and_evaluate(config, workdir)
   wall = time.perf_counter() - start
@@ -363,15 +321,17 @@ def train_or_reuse(
         f"{workdir}: the run wrote no test scores (empty test "
         "split or no evaluated checkpoint)"
     )
-  # A resumed run's time covers only the steps trained in this call.
-  wall_file.write_text(json.dumps({"seconds": wall}))
-  return event, wall, False
+  # A resumed run's time covers only the steps trained in this call; a
+  # finished run whose test set was only scored again keeps its own.
+  if not (workdir / WALL_TIME_FILE).is_file():
+    (workdir / WALL_TIME_FILE).write_text(json.dumps({"seconds": wall}))
+  return event, recorded_wall_time(workdir), False
 
 
 def dev_curve(workdir: pathlib.Path) -> dict[str, list[float]]:
   """`step` and CURVE_KEYS per dev eval; a step logged twice keeps the last."""
   by_step = {}
-  for event in read_events(workdir):
+  for event in metric_writers.read_events(workdir):
     if "val_window_diff" in event:
       by_step[event["step"]] = event
   steps = sorted(by_step)
@@ -381,58 +341,34 @@ def dev_curve(workdir: pathlib.Path) -> dict[str, list[float]]:
   return curve
 
 
-def test_calibration(
-    workdir: pathlib.Path,
-    documents: Sequence[data.Document],
-    gold: np.ndarray,
-    mask: np.ndarray,
-) -> dict[str, np.ndarray]:
-  """Calibration bins of the best checkpoint's test probabilities."""
-  model = inference.restore_trained_model(workdir)
-  probs, _ = model.predict(documents)
-  padded = data.pad_documents(probs, 0.0).astype(np.float32)
-  stats = metrics.calibration_stats(padded, gold, mask, num_bins=NUM_BINS)
-  return {k: np.asarray(v) for k, v in stats._asdict().items()}
+def test_calibration(workdir: pathlib.Path) -> dict[str, np.ndarray]:
+  """The calibration bins of the best checkpoint's test probabilities.
+
+  The trainer saves them with the test scores (`trainer.CALIBRATION_FILE`).
+  """
+  saved = json.loads((workdir / trainer.CALIBRATION_FILE).read_text())
+  return {k: np.asarray(saved[k]) for k in metrics.CalibrationStats._fields}
 
 
 def calibration_ece(bins: Mapping[str, np.ndarray]) -> float:
+  """The ECE of calibration bins (one run's or pooled)."""
   return float(
       metrics.compute_calibration(metrics.CalibrationStats(**bins))["ece"]
   )
 
 
-def run_config_seed(
-    config,
-    workdir: pathlib.Path,
-    test_docs: Sequence[data.Document],
-    gold: np.ndarray,
-    mask: np.ndarray,
-) -> RunResult:
+def run_config_seed(config, workdir: pathlib.Path) -> RunResult:
   """Trains or reuses one run and collects everything the report shows."""
   event, wall, reused = train_or_reuse(config, workdir)
-  test = {key: as_float(event.get(f"test_{key}")) for key in SCORE_KEYS}
-  calibration = test_calibration(workdir, test_docs, gold, mask)
-  ece = calibration_ece(calibration)
-  # The restored model must reproduce the trainer's test ECE; it does not
-  # when the model code changed after the run was trained (e.g. on reuse).
-  if not math.isclose(ece, test["ece"], abs_tol=ECE_TOLERANCE):
-    logging.warning(
-        "%s: the restored checkpoint gives test ECE %.5f, the "
-        "run logged %.5f: has the code changed since it trained?",
-        workdir,
-        ece,
-        test["ece"],
-    )
   return RunResult(
       seed=int(config.seed),
       workdir=str(workdir),
-      test=test,
+      test={key: as_float(event.get(f"test_{key}")) for key in SCORE_KEYS},
       best_step=int(event.get("best_step", -1)),
       wall_seconds=wall,
       reused=reused,
       curve=dev_curve(workdir),
-      calibration=calibration,
-      calibration_ece=ece,
+      calibration=test_calibration(workdir),
   )
 
 
@@ -441,143 +377,10 @@ def run_config_seed(
 # ----------------------------------------------------------------------------
 
 
-def _pad_to_multiple(x: np.ndarray, multiple: int = 64) -> np.ndarray:
-  """Zero-pads to shape multiples: dev and test share one compiled metric."""
-  return np.pad(x, [(0, -n % multiple) for n in x.shape])
-
-
-def score_predictions(
-    predictions: Sequence[np.ndarray], documents: Sequence[data.Document]
-) -> dict[str, float]:
-  """The model runs' metrics (same code, same conventions) for hard labels.
-
-  ECE needs probabilities, which the baselines do not have: it is NaN.
-  """
-  gold, mask = data.padded_gold_and_mask(documents)
-  pred = data.pad_documents(list(predictions), 0).astype(np.int32)
-  pred = np.pad(pred, [(0, 0), (0, gold.shape[1] - pred.shape[1])])
-  pred, gold, mask = (_pad_to_multiple(x) for x in (pred, gold, mask))
-  stats = metrics.segmentation_stats(pred, gold, mask)
-  exact = metrics.compute_metrics(stats)
-  near = metrics.compute_metrics(
-      metrics.segmentation_stats(pred, gold, mask, tolerance=1)
-  )
-  scores = {
-      key: float(exact[key])
-      for key in (
-          "pk",
-          "window_diff",
-          "boundary_f1",
-          "boundary_precision",
-          "boundary_recall",
-          "complete_segments",
-          "macro_f1",
-      )
-  }
-  scores["boundary_f1_tol1"] = float(near["boundary_f1"])
-  scores["ece"] = math.nan
-  scores["num_predicted"] = int(stats.boundary_predicted)
-  scores["num_gold"] = int(stats.boundary_gold)
-  scores["num_skipped_pk"] = int(exact["num_skipped_pk"])
-  return scores
-
-
-def no_boundaries(document: data.Document) -> np.ndarray:
-  return np.zeros(document.num_sentences, np.int32)
-
-
-def evenly_spaced(document: data.Document, length: int) -> np.ndarray:
-  """A boundary after every `length` sentences: (N - 1) // length of them."""
-  labels = np.zeros(document.num_sentences, np.int32)
-  labels[length - 1 : document.num_sentences - 1 : length] = 1
-  return labels
-
-
-def mean_segment_length(documents: Iterable[data.Document]) -> float:
-  documents = list(documents)
-  return sum(d.num_sentences for d in documents) / sum(
-      len(d.segments) for d in documents
-  )
-
-
-def make_texttiler(w: int, k: int):
-  # Imported here: nltk is a test/tools dependency, not a library one.
-  from nltk.tokenize import texttiling  # pylint: disable=g-import-not-at-top
-
-  return texttiling.TextTilingTokenizer(w=w, k=k, stopwords=STOPWORDS)
-
-
-def texttiling_boundaries(document: data.Document, tiler) -> np.ndarray | None:
-  """TextTiling's boundaries as sentence labels; None if the text is too short.
-
-  Each sentence is one paragraph (TextTiling only cuts at blank lines), so
-  every cut it returns sits at a sentence end: the returned segments
-  partition the text, and a segment's end offset is the end of the sentence
-  before it.
-  """
-  sentences = [" ".join(s.split()) for s in document.sentences]
-  text = "\n\n".join(sentences)
-  ends = np.cumsum([len(s) + 2 for s in sentences]) - 2  # After each sentence.
-  try:
-    segments = tiler.tokenize(text)
-  except (ValueError, ZeroDivisionError):
-    # nltk raises ValueError on texts with too few paragraphs or
-    # pseudo-sentences for its windows.
-    return None
-  labels = np.zeros(len(sentences), np.int32)
-  offset = 0
-  for segment in segments[:-1]:
-    offset += len(segment)
-    ended = bisect.bisect_right(ends.tolist(), offset)  # Sentences before it.
-    if 1 <= ended < len(sentences):
-      labels[ended - 1] = 1
-  return labels
-
-
-def texttiling_predictions(
-    documents: Sequence[data.Document], w: int, k: int
-) -> tuple[list[np.ndarray], int]:
-  """(labels per document, number of documents that fell back to none)."""
-  tiler = make_texttiler(w, k)
-  predictions, fallbacks = [], 0
-  for document in documents:
-    labels = texttiling_boundaries(document, tiler)
-    if labels is None:
-      labels, fallbacks = no_boundaries(document), fallbacks + 1
-    predictions.append(labels)
-  return predictions, fallbacks
-
-
-def tune_texttiling(
-    dev: Sequence[data.Document], ws: Sequence[int], ks: Sequence[int]
-) -> tuple[dict, list[dict]]:
-  """Grid search of (w, k) by dev Pk; returns (best row, all rows)."""
-  rows = []
-  for w in ws:
-    for k in ks:
-      start = time.perf_counter()
-      predictions, fallbacks = texttiling_predictions(dev, w, k)
-      scores = score_predictions(predictions, dev)
-      rows.append(
-          {
-              "w": w,
-              "k": k,
-              "dev": scores,
-              "fallbacks": fallbacks,
-              "seconds": time.perf_counter() - start,
-          }
-      )
-      logging.info(
-          "TextTiling w=%d k=%d: dev Pk %.4f WindowDiff %.4f "
-          "(%d short documents)",
-          w,
-          k,
-          scores["pk"],
-          scores["window_diff"],
-          fallbacks,
-      )
-  best = min(rows, key=lambda r: (np.nan_to_num(r["dev"]["pk"], nan=2.0)))
-  return best, rows
+def _scored(fitted, documents) -> tuple[dict, int]:
+  """(scores, documents that fell back to no boundaries) of a baseline."""
+  predictions, fallbacks = fitted.predict(documents)
+  return baselines_lib.score_predictions(predictions, documents), fallbacks
 
 
 def run_baselines(
@@ -585,45 +388,34 @@ def run_baselines(
     ws: Sequence[int],
     ks: Sequence[int],
 ) -> dict[str, dict]:
-  """Every baseline's dev and test scores, named for the table."""
-  dev, test = splits["dev"], splits["test"]
-  length = max(1, round(mean_segment_length(splits["train"])))
-  baselines = {}
+  """Every baseline's dev and test scores, by table title.
 
-  start = time.perf_counter()
-  baselines["no boundaries"] = {
-      "dev": score_predictions([no_boundaries(d) for d in dev], dev),
-      "test": score_predictions([no_boundaries(d) for d in test], test),
-  }
-  baselines["no boundaries"]["seconds"] = time.perf_counter() - start
-
-  start = time.perf_counter()
-  name = f"evenly spaced (every {length})"
-  baselines[name] = {
-      "dev": score_predictions([evenly_spaced(d, length) for d in dev], dev),
-      "test": score_predictions([evenly_spaced(d, length) for d in test], test),
-      "segment_length": length,
-  }
-  baselines[name]["seconds"] = time.perf_counter() - start
-
-  start = time.perf_counter()
-  best, grid = tune_texttiling(dev, ws, ks)
-  tuned = time.perf_counter()
-  predictions, fallbacks = texttiling_predictions(test, best["w"], best["k"])
-  baselines[f"TextTiling (w={best['w']}, k={best['k']})"] = {
-      "dev": best["dev"],
-      "test": score_predictions(predictions, test),
-      "w": best["w"],
-      "k": best["k"],
-      "w_grid": list(ws),
-      "k_grid": list(ks),
-      "test_fallbacks": fallbacks,
-      "dev_fallbacks": best["fallbacks"],
-      "grid": grid,
-      "tuning_seconds": tuned - start,
-      "seconds": time.perf_counter() - tuned,
-  }
-  return baselines
+  `seconds` is the time to predict and score (for TextTiling, test only:
+  its dev scores come from the tuning, timed as `tuning_seconds`).
+  """
+  results = {}
+  for name in baselines_lib.NAMES:
+    start = time.perf_counter()
+    fitted = baselines_lib.fit(name, splits, texttiling_w=ws, texttiling_k=ks)
+    tuned = time.perf_counter()
+    test, test_fallbacks = _scored(fitted, splits["test"])
+    if fitted.tuned is None:
+      dev, _ = _scored(fitted, splits["dev"])
+      results[fitted.title] = {"dev": dev, "test": test, **fitted.params}
+    else:
+      results[fitted.title] = {
+          "dev": fitted.tuned["dev"],
+          "test": test,
+          **fitted.params,
+          "w_grid": list(ws),
+          "k_grid": list(ks),
+          "test_fallbacks": test_fallbacks,
+          "dev_fallbacks": fitted.tuned["fallbacks"],
+          "grid": list(fitted.tuning),
+          "tuning_seconds": tuned - start,
+      }
+    results[fitted.title]["seconds"] = time.perf_counter() - tuned
+  return results
 
 
 # ----------------------------------------------------------------------------
@@ -728,7 +520,6 @@ def run_comparison(args: argparse.Namespace) -> dict[str, Any]:
   )
   baseline_seconds = time.perf_counter() - baseline_start
 
-  gold, mask = data.padded_gold_and_mask(splits["test"])
   root = pathlib.Path(args.workdir_root or pathlib.Path(args.output) / "runs")
   results = []
   for spec, label in zip(specs, labels):
@@ -740,7 +531,7 @@ def run_comparison(args: argparse.Namespace) -> dict[str, Any]:
           / (f"seed{config.seed}")
       )
       logging.info("=== %s seed %d -> %s", label, config.seed, workdir)
-      runs.append(run_config_seed(config, workdir, splits["test"], gold, mask))
+      runs.append(run_config_seed(config, workdir))
     results.append(ConfigResult(label=label, spec=spec, runs=runs))
 
   return {
@@ -748,7 +539,9 @@ def run_comparison(args: argparse.Namespace) -> dict[str, Any]:
           "source": data_config.source,
           "path": data_config.path,
           "documents": {k: len(v) for k, v in splits.items()},
-          "mean_train_segment_length": mean_segment_length(splits["train"]),
+          "mean_train_segment_length": baselines_lib.mean_segment_length(
+              splits["train"]
+          ),
       },
       "seeds": seeds,
       "overrides": overrides,
@@ -781,7 +574,7 @@ def report_json(report: Mapping[str, Any]) -> dict[str, Any]:
         "pooled_ece": calibration_ece(pooled),
         "runs": [dataclasses.asdict(r) for r in result.runs],
     }
-  return plain(out)
+  return metric_writers.json_safe(out)
 
 
 def _number(value: float, digits: int = 3) -> str:
@@ -869,28 +662,6 @@ def seed_table(report: Mapping[str, Any]) -> str:
   return _table(header, rows)
 
 
-def mismatch_note(report: Mapping[str, Any]) -> list[str]:
-  """A warning when a restored checkpoint did not reproduce its run's ECE."""
-  bad = [
-      f"{c.label} seed {r.seed}"
-      for c in report["configs"]
-      for r in c.runs
-      if not math.isclose(
-          r.calibration_ece, r.test["ece"], abs_tol=ECE_TOLERANCE
-      )
-  ]
-  if not bad:
-    return []
-  return [
-      f"**Warning**: the restored best checkpoints of {', '.join(bad)} "
-      "do not reproduce the test ECE their runs logged: the model code "
-      "changed after they trained, so their reliability diagrams (and "
-      "perhaps their reuse) are not valid. Retrain them in a fresh "
-      "--workdir_root.",
-      "",
-  ]
-
-
 def markdown(report: Mapping[str, Any], plots: Mapping[str, str]) -> str:
   """comparison.md: header, the main table, notes, per-seed table, plots."""
   dataset = report["dataset"]
@@ -942,7 +713,6 @@ def markdown(report: Mapping[str, Any], plots: Mapping[str, str]) -> str:
       "",
       seed_table(report),
       "",
-      *mismatch_note(report),
       "## Plots",
       "",
   ]
@@ -1044,9 +814,10 @@ def plot_reliability(report: Mapping[str, Any], path: pathlib.Path) -> None:
   fig, axes = plt.subplots(
       1, len(results), figsize=(4.6 * len(results), 4.6), squeeze=False
   )
-  edges = np.linspace(0.0, 1.0, NUM_BINS + 1)
   for ax, result in zip(axes[0], results):
     bins = result.pooled_calibration()
+    num_bins = len(bins["bin_count"])  # As the trainer saved them.
+    edges = np.linspace(0.0, 1.0, num_bins + 1)
     count = bins["bin_count"].astype(np.float64)
     filled = count > 0
     # Counts are skewed (most sentences are not boundaries): log scale.
@@ -1054,7 +825,7 @@ def plot_reliability(report: Mapping[str, Any], path: pathlib.Path) -> None:
     counts_ax.bar(
         edges[:-1],
         count,
-        width=1.0 / NUM_BINS,
+        width=1.0 / num_bins,
         align="edge",
         color="0.9",
         edgecolor="0.7",
@@ -1082,7 +853,7 @@ def plot_reliability(report: Mapping[str, Any], path: pathlib.Path) -> None:
     ax.set_ylabel("observed boundary frequency")
     ax.set_title(
         f"{result.label}: test ECE {calibration_ece(bins):.3f}\n"
-        f"({len(result.runs)} seeds pooled, {NUM_BINS} bins)",
+        f"({len(result.runs)} seeds pooled, {num_bins} bins)",
         fontsize=10,
     )
     ax.legend(fontsize=8, loc="upper left")
@@ -1114,22 +885,13 @@ def write_outputs(report: Mapping[str, Any], output: pathlib.Path) -> dict:
   return paths
 
 
-class _QuietOrbax:
-  """Drops orbax's INFO records (a dozen lines per checkpoint save)."""
-
-  def filter(self, record) -> bool:
-    return record.levelno > logging.converter.STANDARD_INFO or (
-        "/orbax/" not in record.pathname
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> dict[str, pathlib.Path]:
   """Runs the comparison; returns the paths written. Exits on a bad input."""
   argv = list(sys.argv[1:] if argv is None else argv)
   args = parse_args(argv)
   args.argv = argv
   logging.set_verbosity(logging.INFO)
-  logging.get_absl_handler().addFilter(_QuietOrbax())
+  metric_writers.quiet_library_logs()
   try:
     report = run_comparison(args)
   except CompareError as e:

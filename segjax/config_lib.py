@@ -174,12 +174,14 @@ def load_config(
     overrides = [f"{k}={v}" for k, v in overrides.items()]
   argv = [f"--config={spec}", *(f"--config.{o}" for o in overrides)]
   check_overrides(argv)
+  argv = ["segjax", *argv]
   flag_values = flags.FlagValues()
+  # ml_collections finds the override flags in `sys_argv` when defining them.
   config_flags.DEFINE_config_file(
-      "config", None, flag_values=flag_values, lock_config=True
+      "config", None, flag_values=flag_values, lock_config=True, sys_argv=argv
   )
   try:
-    flag_values(["segjax", *argv])
+    flag_values(argv)
   except flags.Error as e:
     raise ConfigError(str(e)) from None
   return flag_values.config

@@ -250,7 +250,8 @@ def test_supplementary_term_is_zero_without_boundaries():
 
 
 # ----------------------------------------------------------------------------
-# Gradients: the analytic VJP against finite differences and autodiff.
+# Derivatives: autodiff of the stable forms, in both modes, against finite
+# differences and against autodiff of a plain transcription.
 # ----------------------------------------------------------------------------
 
 
@@ -340,39 +341,88 @@ def test_gradient_matches_autodiff_of_plain_transcription(num_classes):
   np.testing.assert_allclose(ours, plain, rtol=1e-4, atol=1e-7)
 
 
-@pytest.mark.parametrize("num_classes", [2, 5])
-@pytest.mark.parametrize("primary", [True, False])
-def test_gradient_matches_finite_differences_float64(num_classes, primary):
-  logits, labels = random_case(11, 2, 9, num_classes, scale=2.0)
+FLOAT64_LOSSES = ["ce", "boundary_primary", "boundary_supplementary"]
+
+
+def float64_case(num_classes, loss_name, seed=11):
+  """Small logits and one loss of them (every term on) for float64 checks."""
+  logits, labels = random_case(seed, 2, 9, num_classes, scale=2.0)
   kw = dict(
       ALL_TERMS,
       class_weights=tuple(np.linspace(1, 2, num_classes)),
       conf_threshold=0.6,
       boundary_radius=1,
-      use_boundary_as_primary=primary,
+      use_boundary_as_primary=loss_name == "boundary_primary",
   )
-  with jax.enable_x64(True):
-    x = jnp.asarray(logits, jnp.float64)
-    check_grads(
-        lambda v: jax_boundary(v, labels, **kw)[0],
-        (x,),
-        order=1,
-        modes=["rev"],
-        eps=1e-6,
-        atol=1e-7,
-        rtol=1e-7,
-    )
+  if loss_name == "ce":
     ce_kw = {
         k: kw[k] for k in ("label_smoothing", "class_weights", "entropy_lambda")
     }
+    return logits, lambda v: jax_ce(v, labels, **ce_kw)[0]
+  return logits, lambda v: jax_boundary(v, labels, **kw)[0]
+
+
+@pytest.mark.parametrize("loss_name", FLOAT64_LOSSES)
+@pytest.mark.parametrize("num_classes", [2, 5])
+def test_derivatives_match_finite_differences_float64(loss_name, num_classes):
+  logits, fn = float64_case(num_classes, loss_name)
+  with jax.enable_x64(True):
     check_grads(
-        lambda v: jax_ce(v, labels, **ce_kw)[0],
-        (x,),
+        jax.jit(fn),
+        (jnp.asarray(logits, jnp.float64),),
         order=2,
-        modes=["rev"],
+        modes=["fwd", "rev"],
         eps=1e-6,
         atol=1e-6,
         rtol=1e-6,
+    )
+
+
+@pytest.mark.parametrize("loss_name", FLOAT64_LOSSES)
+@pytest.mark.parametrize("num_classes", [2, 3, 5])
+def test_jvp_and_hessian_vector_product_match_finite_differences(
+    loss_name, num_classes
+):
+  logits, fn = float64_case(num_classes, loss_name, seed=13)
+  h = 1e-5
+  with jax.enable_x64(True):
+    x = jnp.asarray(logits, jnp.float64)
+    v = jnp.asarray(np.random.default_rng(1).normal(size=x.shape))
+    fn, grad = jax.jit(fn), jax.jit(jax.grad(fn))
+    _, tangent = jax.jit(lambda a, b: jax.jvp(fn, (a,), (b,)))(x, v)
+    central = (fn(x + h * v) - fn(x - h * v)) / (2 * h)
+    np.testing.assert_allclose(tangent, central, rtol=1e-8, atol=1e-10)
+    # Hessian-vector product: forward mode over reverse mode.
+    _, hvp = jax.jit(lambda a, b: jax.jvp(grad, (a,), (b,)))(x, v)
+    central = (grad(x + h * v) - grad(x - h * v)) / (2 * h)
+    np.testing.assert_allclose(hvp, central, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("magnitude", [1.0, 1e4, 1e30])
+def test_two_classes_through_the_logit_difference_equal_the_log_softmax(
+    magnitude,
+):
+  logits, labels = random_case(6, 3, 20, 2)
+  logits = jnp.asarray(logits * np.float32(magnitude))
+  valid = labels != -100
+  target = jnp.where(valid, labels, 0)
+  kw = dict(label_smoothing=0.2, class_weights=jnp.array([1.0, 2.5]))
+
+  def terms(fn, x):
+    return fn(x, target, valid, **kw)
+
+  binary = terms(losses.binary_token_terms, logits)
+  general = terms(losses.token_terms, logits)
+  for name, b, g in zip(binary._fields, binary, general):
+    np.testing.assert_allclose(b, g, rtol=1e-5, atol=1e-6, err_msg=name)
+  for index in range(len(binary)):
+    # Every term's gradient, through sigmoid versus through log_softmax.
+    b, g = (
+        jax.grad(lambda x, fn=fn: jnp.sum(terms(fn, x)[index] * valid))(logits)
+        for fn in (losses.binary_token_terms, losses.token_terms)
+    )
+    np.testing.assert_allclose(
+        b, g, rtol=1e-4, atol=1e-6, err_msg=binary._fields[index]
     )
 
 
@@ -498,54 +548,47 @@ def test_vmap_over_independent_batches():
 
 
 @pytest.mark.parametrize("num_classes", [2, 5])
-def test_per_sequence_pairs_sum_to_the_batch_loss(num_classes):
-  # For C > 2 the token terms are computed on the flattened batch: a jump or
-  # a gradient leaking across sequences would break this sum.
-  logits, labels = random_case(12, 5, 18, num_classes)
-  weights = tuple(1.0 + c for c in range(num_classes))
-  kw = dict(ignore_index=-100, label_smoothing=0.1, class_weights=weights)
-  pair_kw = dict(
-      boundary_weight=3.0, boundary_radius=0, use_boundary_as_primary=True
+@pytest.mark.parametrize("primary", [True, False])
+def test_batch_is_one_pool_of_tokens(num_classes, primary):
+  # Every mean is over the tokens of the whole batch: two rows give the loss
+  # of one row holding both, apart by enough ignored tokens that no
+  # transition, pair or boundary window reaches across.
+  logits, labels = random_case(12, 2, 18, num_classes)
+  kw = dict(
+      ALL_TERMS,
+      class_weights=tuple(1.0 + c for c in range(num_classes)),
+      conf_threshold=0.6,
+      boundary_radius=1,
+      use_boundary_as_primary=primary,
   )
-  total = None
-  for b in range(5):
-    terms = losses._batch_token_terms(  # pylint: disable=protected-access
-        jnp.asarray(logits[b]),
-        jnp.asarray(labels[b]),
-        conf_threshold=0.8,
-        with_boundary_terms=True,
-        **kw,
+  gap = 4
+  joined_logits = np.concatenate(
+      [logits[0], np.full((gap, num_classes), np.nan, np.float32), logits[1]]
+  )
+  joined_labels = np.concatenate(
+      [labels[0], np.full(gap, -100, np.int32), labels[1]]
+  )
+  loss, aux = jax_boundary(logits, labels, **kw)
+  joined_loss, joined_aux = jax_boundary(joined_logits, joined_labels, **kw)
+  np.testing.assert_allclose(joined_loss, loss, rtol=1e-6)
+  for key in aux:
+    np.testing.assert_allclose(
+        joined_aux[key], aux[key], rtol=1e-6, err_msg=key
     )
-    pairs = losses._boundary_pairs(  # pylint: disable=protected-access
-        terms,
-        jnp.asarray(labels[b]),
-        ignore_index=-100,
-        weights=weights,
-        **pair_kw,
-    )
-    total = pairs if total is None else jax.tree.map(jnp.add, total, pairs)
-  _, aux = jax_boundary(logits, labels, conf_threshold=0.8, **kw, **pair_kw)
-  numerator, denominator = total["boundary_ce"]
-  np.testing.assert_allclose(
-      numerator / denominator, aux["boundary_ce"], rtol=1e-6
-  )
-  numerator, denominator = total["consistency"]
-  np.testing.assert_allclose(
-      numerator / denominator, aux["consistency"], rtol=1e-6
-  )
 
 
-def test_pmap_with_uneven_padding_equals_single_device():
+@pytest.mark.parametrize("num_classes", [2, 5])
+def test_pmap_with_uneven_padding_equals_single_device(num_classes):
   devices = jax.local_devices()
   assert len(devices) >= 4, "tests/conftest.py forces 4 CPU devices"
   num_devices, per_device, length, features = 4, 2, 15, 6
   rng = np.random.default_rng(0)
   inputs = rng.normal(size=(num_devices * per_device, length, features))
-  labels = rng.integers(0, 2, size=(num_devices * per_device, length))
+  labels = rng.integers(0, num_classes, size=(num_devices * per_device, length))
   labels[0, 3:] = -100  # device 0: mostly padding
   labels[2:4] = -100  # device 1: nothing but padding
   labels[7, 10:] = -100
-  weights = jnp.asarray(rng.normal(size=(features, 2)), jnp.float32)
+  weights = jnp.asarray(rng.normal(size=(features, num_classes)), jnp.float32)
   kw = dict(ALL_TERMS, class_weights=None)
 
   def loss_of(w, x, y, axis_name=None):

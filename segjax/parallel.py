@@ -1,6 +1,6 @@
 """Data parallelism: one per-device step function, run by pmap or shard_map.
 
-The step functions in `segjax.train` are written for one device holding a
+The step functions in `segjax.trainer` are written for one device holding a
 slice of the global batch, with a named axis `batch` for collectives. This
 module maps them over every device of every process:
 

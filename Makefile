@@ -29,7 +29,6 @@ validate: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) tools/bench_losses.py
-	$(PY) tools/bench_xla_patterns.py
 	$(PY) tools/bench_metrics.py
 	$(PY) tools/bench_train.py
 

@@ -23,6 +23,7 @@ from ml_collections import config_flags
 
 from segjax import config_lib
 from segjax import data
+from segjax import metric_writers
 from segjax import trainer
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -85,17 +86,8 @@ def parse_flags(argv: list[str]) -> list[str]:
     sys.exit(f"segjax.train: error: {str(e).splitlines()[0]}")
 
 
-class _QuietLibraries:
-  """Drops INFO records of orbax (a dozen lines per save) from the log."""
-
-  def filter(self, record) -> bool:
-    return record.levelno > logging.converter.STANDARD_INFO or (
-        "/orbax/" not in record.pathname
-    )
-
-
 def main(argv: list[str]) -> None:
-  logging.get_absl_handler().addFilter(_QuietLibraries())
+  metric_writers.quiet_library_logs()
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if _CONFIG.value is None:

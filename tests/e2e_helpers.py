@@ -1,13 +1,13 @@
 """Shared test helpers: `:smoke` configs, CLI runs, metric events, tools."""
 
 import importlib.util
-import json
 import os
 import pathlib
 import subprocess
 import sys
 
 from segjax import config_lib
+from segjax.metric_writers import read_events  # pylint: disable=unused-import
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -36,11 +36,6 @@ def with_smoke(spec):
 def tiny_config(spec="configs/boundary.py", **overrides):
   """`spec:smoke` with `overrides`, as `--config.key=value` would set them."""
   return config_lib.load_config(str(REPO / with_smoke(spec)), overrides)
-
-
-def read_events(workdir):
-  with open(pathlib.Path(workdir) / "metrics.jsonl") as f:
-    return [json.loads(line) for line in f]
 
 
 def train_losses(events):

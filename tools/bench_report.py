@@ -5,7 +5,6 @@ import os
 import pathlib
 import platform
 import re
-import resource
 import statistics
 import time
 
@@ -50,31 +49,21 @@ def median_seconds(fn, *, repeats: int, warmup: int = 2) -> float:
   return statistics.median(times)
 
 
-def interleaved_calls(
-    calls: dict, *, repeats: int
-) -> dict[str, tuple[float, float]]:
-  """(median seconds, minor page faults) per call of each `fn()`, blocked.
+def interleaved_calls(calls: dict, *, repeats: int) -> dict:
+  """Median seconds per call of each `fn()`, blocked on its result.
 
   One call of each in turn, `repeats` rounds, so that load changes on a
-  shared machine hit all of them alike. Faults are the whole process's.
+  shared machine hit all of them alike.
   """
   import jax  # pylint: disable=g-import-not-at-top
 
   times = {name: [] for name in calls}
-  faults = dict.fromkeys(calls, 0)
   for _ in range(repeats):
     for name, fn in calls.items():
-      before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
       start = time.perf_counter()
       jax.block_until_ready(fn())
       times[name].append(time.perf_counter() - start)
-      faults[name] += (
-          resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-      )
-  return {
-      name: (statistics.median(times[name]), faults[name] / repeats)
-      for name in calls
-  }
+  return {name: statistics.median(times[name]) for name in calls}
 
 
 def write_section(name: str, body: str) -> None:
@@ -108,27 +97,9 @@ def table_section(
   )
 
 
-def add_losses_option(parser) -> None:
-  parser.add_argument(
-      "--losses",
-      metavar="FILE",
-      help="measure this copy of segjax/losses.py (an older revision, or a "
-      "variant being tried) instead of the package's",
-  )
-
-
 def load_losses_copy(path) -> object:
   """A separate module object from a copy of segjax/losses.py at `path`."""
   spec = importlib.util.spec_from_file_location("losses_variant", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
-
-
-def losses_module(args):
-  """The module named by `--losses`, or segjax.losses."""
-  if args.losses:
-    return load_losses_copy(args.losses)
-  from segjax import losses  # pylint: disable=g-import-not-at-top
-
-  return losses

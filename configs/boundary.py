@@ -5,7 +5,8 @@
       --config.loss.boundary_weight=3.0 --workdir=runs/aggressive
 
 Variants (`configs/boundary.py:<name>`, comma-separated, plus `smoke` for a
-tiny run): aggressive, conservative, imbalanced, calibration. Every key and
+tiny run): aggressive, conservative, imbalanced, calibration, minilm
+(frozen pretrained sentence encoder). Every key and
 its default: `configs/default.py`.
 """
 
@@ -37,6 +38,7 @@ VARIANTS = {
         "loss.conf_penalty_lambda": 0.03,
         "loss.conf_threshold": 0.85,
     },
+    "minilm": default.MINILM,
     "smoke": default.SMOKE,
 }
 

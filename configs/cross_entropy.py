@@ -2,7 +2,8 @@
 
   python -m segjax.train --config=configs/cross_entropy.py --workdir=runs/ce
 
-Variants (`configs/cross_entropy.py:<name>`, plus `smoke`): imbalanced.
+Variants (`configs/cross_entropy.py:<name>`, plus `smoke`): imbalanced,
+minilm (frozen pretrained sentence encoder).
 Every other key and its default: `configs/default.py`.
 """
 
@@ -17,6 +18,7 @@ VARIANTS = {
         "loss.class_weights": (1.0, 2.5),
         "loss.label_smoothing": 0.2,
     },
+    "minilm": default.MINILM,
     "smoke": default.SMOKE,
 }
 

@@ -36,6 +36,12 @@ SMOKE = {
     "train.checkpoint_every": 10,
 }
 
+# `:minilm`: sentence vectors from the pretrained all-MiniLM-L6-v2, frozen.
+MINILM = {
+    "model.sentence_encoder": "pretrained",
+    "encoder.name": "all-MiniLM-L6-v2",
+}
+
 
 def get_config() -> ml_collections.ConfigDict:
   """The defaults: boundary-aware loss on the embedded pydoc corpus."""
@@ -59,8 +65,9 @@ def get_config() -> ml_collections.ConfigDict:
 
   # `segjax.models.SegmentationModel`; one key per field.
   config.model = m = ml_collections.ConfigDict()
-  m.sentence_encoder = "pool"  # pool | transformer (over the tokens first)
-  m.sentence_layers = 1  # int >= 1: layers of the sentence transformer
+  # hashed (word embeddings learned from scratch) | pretrained (`encoder`)
+  m.sentence_encoder = "hashed"
+  m.token_layers = 0  # int >= 0, hashed: transformer blocks before pooling
   m.document_encoder = "transformer"  # transformer | bilstm
   m.embed_dim = 32  # int >= 1: token embedding size
   m.hidden_dim = 64  # int >= 1: sentence vector and document encoder width
@@ -72,7 +79,18 @@ def get_config() -> ml_collections.ConfigDict:
   # each gap, the topic-independent signal that carries over to unseen
   # topics; 0 disables them.
   m.cohesion_window = 5
+  # bool, pretrained: block cosines of the sentence embeddings too.
+  m.semantic_cohesion = True
   m.dtype = "float32"  # float32 | bfloat16 (TPU): compute dtype
+
+  # The pretrained sentence encoder of model.sentence_encoder="pretrained",
+  # frozen: each distinct sentence is encoded once into an on-disk cache.
+  config.encoder = e = ml_collections.ConfigDict()
+  e.name = "all-MiniLM-L6-v2"  # a registered name or a model folder
+  e.max_tokens = 0  # int >= 0: wordpieces kept per sentence; 0 = the model's
+  e.num_layers = 0  # int >= 0: first blocks kept; 0 = all
+  e.batch_size = 64  # int >= 1: sentences per encoding batch
+  e.cache_dir = ""  # embedding cache; "" = <workdir>/embeddings
 
   # `segjax.losses.create_loss(config.loss)`; SPEC sections 3 and 4.
   config.loss = l = ml_collections.ConfigDict()

@@ -191,7 +191,16 @@ def load_config(
 # Validation of a resolved config, before anything runs.
 # ----------------------------------------------------------------------------
 
-SECTIONS = ("data", "tokenizer", "model", "loss", "optim", "train", "parallel")
+SECTIONS = (
+    "data",
+    "tokenizer",
+    "model",
+    "encoder",
+    "loss",
+    "optim",
+    "train",
+    "parallel",
+)
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
@@ -255,8 +264,26 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       "model.document_encoder", m.document_encoder, models.DOCUMENT_ENCODERS
   )
   check_choice("model.dtype", m.dtype, models.DTYPES)
-  for key in ("sentence_layers", "embed_dim", "hidden_dim", "num_layers"):
+  check_int("model.token_layers", m.token_layers, 0)
+  for key in ("embed_dim", "hidden_dim", "num_layers"):
     check_int(f"model.{key}", m[key], 1)
+  check(
+      isinstance(m.semantic_cohesion, bool),
+      "model.semantic_cohesion",
+      m.semantic_cohesion,
+      "must be True or False",
+  )
+
+  e = config.encoder
+  check(
+      isinstance(e.name, str) and bool(e.name),
+      "encoder.name",
+      e.name,
+      "must name a registered encoder or a folder",
+  )
+  check_int("encoder.max_tokens", e.max_tokens, 0)
+  check_int("encoder.num_layers", e.num_layers, 0)
+  check_int("encoder.batch_size", e.batch_size, 1)
   check_int("model.num_heads", m.num_heads, 1)
   check_int("model.mlp_dim", m.mlp_dim, 1)
   check_int("model.cohesion_window", m.cohesion_window, 0)

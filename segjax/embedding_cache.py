@@ -31,6 +31,7 @@ probability ~n^2 / 2^65 (3e-5 for 34M sentences).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -199,3 +200,58 @@ def _write_atomically(path: pathlib.Path, data: bytes) -> None:
   temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
   temporary.write_bytes(data)
   os.replace(temporary, path)
+
+
+def cache_root(encoder_config: Any, workdir: str | os.PathLike) -> pathlib.Path:
+  """`encoder.cache_dir`, or `<workdir>/embeddings` when it is empty."""
+  return pathlib.Path(
+      encoder_config.cache_dir or pathlib.Path(workdir) / "embeddings"
+  )
+
+
+def load_encoder(encoder_config: Any):
+  """The `segjax.encoders.Encoder` an `encoder` config section names."""
+  from segjax import encoders  # pylint: disable=g-import-not-at-top
+
+  return encoders.load(
+      encoder_config.name,
+      max_seq_length=encoder_config.max_tokens or None,
+      num_layers=encoder_config.num_layers or None,
+  )
+
+
+def build(
+    encoder_config: Any,
+    workdir: str | os.PathLike,
+    sentences: Iterable[str],
+    *,
+    encoder: Any = None,
+    process_index: int = 0,
+    process_count: int = 1,
+    sync: Callable[[], None] = lambda: None,
+) -> tuple[EmbeddingCache, dict[str, Any]]:
+  """The cache of a run's encoder, holding every one of `sentences`.
+
+  Each process encodes its share of the missing sentences; `sync` (a
+  barrier across processes) runs before all of them read all shards.
+
+  Returns:
+    (the cache, the encoder's identity).
+  """
+  encoder = encoder or load_encoder(encoder_config)
+  cache = EmbeddingCache(
+      cache_root(encoder_config, workdir), encoder.identity, encoder.dim
+  )
+  encode = functools.partial(
+      encoder.encode, batch_size=encoder_config.batch_size
+  )
+  cache.add_missing(
+      sentences,
+      encode,
+      process_index=process_index,
+      process_count=process_count,
+      progress=process_index == 0,
+  )
+  sync()
+  cache.reload()
+  return cache, encoder.identity

@@ -17,7 +17,13 @@ from segjax import data
 from segjax import metrics
 from segjax import parallel as parallel_lib
 
-MODEL_INPUTS = ("tokens", "sentence_mask", "labels", "example_id")
+MODEL_INPUTS = (
+    "tokens",
+    "sentence_mask",
+    "embeddings",
+    "labels",
+    "example_id",
+)
 # What `score_documents` returns besides counts and the threshold, and the
 # mean loss: the dev metrics (prefixed `val_`) a run can rank checkpoints by.
 SCORE_METRICS = (
@@ -45,7 +51,11 @@ def make_eval_step(model, loss_fn, ignore_index: int) -> Callable:
 
   def eval_step(params, batch):
     logits = model.apply(
-        {"params": params}, batch["tokens"], batch["sentence_mask"], train=False
+        {"params": params},
+        batch["tokens"],
+        batch["sentence_mask"],
+        batch.get("embeddings"),
+        train=False,
     )
     loss, _ = loss_fn(logits, batch["labels"], axis_name=parallel_lib.AXIS)
     tokens = jax.lax.psum(
@@ -61,6 +71,7 @@ def eval_batches(
     documents: Sequence[data.Document],
     tokenizer: data.Tokenizer,
     *,
+    embeddings: Any = None,
     global_batch_size: int | None = None,
 ) -> list[dict]:
   """This process's evaluation batches of `documents` under a run's config."""
@@ -73,6 +84,7 @@ def eval_batches(
       process_index=jax.process_index(),
       process_count=jax.process_count(),
       ignore_index=config.loss.ignore_index,
+      embeddings=embeddings,
   )
 
 
@@ -95,7 +107,9 @@ def predict_documents(
   probs, window_doc, window_start = [], [], []
   loss_sum, token_sum = 0.0, 0
   for batch in batches:
-    inputs = parallel.put_batch({k: batch[k] for k in MODEL_INPUTS})
+    inputs = parallel.put_batch(
+        {k: batch[k] for k in MODEL_INPUTS if k in batch}
+    )
     row_probs, scalars = eval_fn(params, inputs)
     probs.append(parallel.local_rows(row_probs))
     scalars = parallel.replicated_value(scalars)

@@ -52,7 +52,7 @@ import numpy as np
 
 from segjax import config_lib
 
-SENTENCE_ENCODERS = ("pool", "transformer")
+SENTENCE_ENCODERS = ("hashed", "pretrained")
 DOCUMENT_ENCODERS = ("transformer", "bilstm")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -348,6 +348,12 @@ def cohesion_features(
   weights = window_idf(tokens, sentence_mask)
   band = sentence_gram_band(tokens, weights, 2 * window - 1)
   gap = gap_similarities(band_to_matrix(band), window)
+  return _gap_context(gap, sentence_mask)
+
+
+def _gap_context(gap: jax.Array, sentence_mask: jax.Array) -> jax.Array:
+  """Each sentence's gaps before, after and after the next, plus two flags
+  saying whether a previous / next sentence exists; zero on padding."""
   mask = sentence_mask.astype(jnp.float32)[..., None]
   return (
       jnp.concatenate(
@@ -362,6 +368,29 @@ def cohesion_features(
       )
       * mask
   )
+
+
+def semantic_cohesion_features(
+    embeddings: jax.Array, sentence_mask: jax.Array, window: int
+) -> jax.Array:
+  """Embedding-based boundary evidence, laid out as `cohesion_features`.
+
+  The cosine between the summed sentence embeddings of the k sentences
+  before a gap and the k after it, k = 1..window (the signal embedding-based
+  segmenters threshold), read off the Gram matrix of the embeddings with
+  `gap_similarities`. Parameter-free.
+
+  Args:
+    embeddings: float `[B, S, D]`, zero on padding sentences.
+    sentence_mask: bool `[B, S]`.
+    window: largest block size (>= 1).
+
+  Returns:
+    float32 `[B, S, 3 * window + 2]`, zero on padding sentences.
+  """
+  vectors = embeddings.astype(jnp.float32)
+  gram = jnp.einsum("bsd,btd->bst", vectors, vectors)
+  return _gap_context(gap_similarities(gram, window), sentence_mask)
 
 
 # ----------------------------------------------------------------------------
@@ -557,8 +586,9 @@ def masked_mean_max(x: jax.Array, mask: jax.Array) -> jax.Array:
   return jnp.concatenate([mean, largest], axis=-1)
 
 
-class SentenceEncoder(nn.Module):
-  """Hashed-token embeddings, optionally a token transformer, mean+max pooling.
+class HashedSentenceEncoder(nn.Module):
+  """Hashed-token embeddings, `num_layers` token transformer blocks (maybe 0),
+  mean+max pooling.
 
   Returns `[B, S, hidden_dim]` sentence vectors.
   """
@@ -566,7 +596,6 @@ class SentenceEncoder(nn.Module):
   num_buckets: int
   embed_dim: int
   hidden_dim: int
-  kind: str
   num_layers: int
   num_heads: int
   mlp_dim: int
@@ -587,7 +616,7 @@ class SentenceEncoder(nn.Module):
         tokens != 0, example_rngs, deterministic=deterministic
     )
     x = nn.Embed(self.num_buckets, self.embed_dim, name="embed", **kw)(tokens)
-    if self.kind == "transformer":
+    if self.num_layers:
       x = TransformerEncoder(
           self.num_layers,
           self.num_heads,
@@ -622,9 +651,14 @@ class SegmentationModel(nn.Module):
     mlp_dim: transformer MLP width.
     dropout_rate: word dropout on tokens, dropout on pooled sentence
       vectors, residual branches and between BiLSTM layers.
-    sentence_encoder: "pool" (mean+max of embeddings) or "transformer"
-      (`sentence_layers` blocks over the tokens before pooling).
-    sentence_layers: layers of the sentence transformer.
+    sentence_encoder: "hashed" (`HashedSentenceEncoder` over `tokens`) or
+      "pretrained" (projects the `embeddings` of a pretrained encoder,
+      computed outside the model: `segjax.encoders`, `embedding_cache`).
+    token_layers: hashed encoder only: transformer blocks over the tokens
+      before pooling (0 = pool the word embeddings).
+    semantic_cohesion: pretrained only: block cosine similarities of the
+      sentence embeddings at each gap (k = 1..cohesion_window), beside the
+      lexical ones.
     document_encoder: "transformer" or "bilstm".
     max_sentences: the document transformer learns an attention bias for
       each sentence distance below this (longer windows work too: farther
@@ -645,10 +679,11 @@ class SegmentationModel(nn.Module):
   mlp_dim: int
   dropout_rate: float
   sentence_encoder: str
-  sentence_layers: int
+  token_layers: int
   document_encoder: str
   max_sentences: int
   cohesion_window: int
+  semantic_cohesion: bool
   dtype: str
   param_dtype: Any = jnp.float32
 
@@ -668,6 +703,7 @@ class SegmentationModel(nn.Module):
       self,
       tokens: jax.Array,
       sentence_mask: jax.Array,
+      embeddings: jax.Array | None = None,
       *,
       train: bool,
       example_rngs: jax.Array | None = None,
@@ -675,9 +711,12 @@ class SegmentationModel(nn.Module):
     """Boundary logits.
 
     Args:
-      tokens: int `[B, S, L]` hashed token ids, 0 = padding.
+      tokens: int `[B, S, L]` hashed token ids, 0 = padding (the hashed
+        encoder's input, and the lexical cohesion features').
       sentence_mask: bool `[B, S]`, True on real sentences (a prefix of each
         row).
+      embeddings: float `[B, S, D]` pretrained sentence embeddings (for
+        `sentence_encoder="pretrained"`).
       train: apply dropout.
       example_rngs: `[B]` PRNG keys, one per example; needed when training
         with dropout.
@@ -688,25 +727,44 @@ class SegmentationModel(nn.Module):
     kw = dict(dtype=DTYPES[self.dtype], param_dtype=self.param_dtype)
     deterministic = not train
     tokens = jnp.where(sentence_mask[..., None], tokens, 0)
-    sentences = SentenceEncoder(
-        self.num_buckets,
-        self.embed_dim,
-        self.hidden_dim,
-        self.sentence_encoder,
-        self.sentence_layers,
-        self.num_heads,
-        self.mlp_dim,
-        self.dropout_rate,
-        **kw,
-    )(tokens, example_rngs, deterministic=deterministic)
+    if self.sentence_encoder == "hashed":
+      sentences = HashedSentenceEncoder(
+          self.num_buckets,
+          self.embed_dim,
+          self.hidden_dim,
+          self.token_layers,
+          self.num_heads,
+          self.mlp_dim,
+          self.dropout_rate,
+          **kw,
+      )(tokens, example_rngs, deterministic=deterministic)
+    else:
+      if embeddings is None:
+        raise ValueError("sentence_encoder='pretrained' needs embeddings")
+      embeddings = jnp.where(sentence_mask[..., None], embeddings, 0).astype(
+          jnp.float32
+      )
+      sentences = PerExampleDropout(self.dropout_rate)(
+          embeddings, example_rngs, deterministic=deterministic
+      )
     x = nn.Dense(self.hidden_dim, name="sentence_projection", **kw)(sentences)
+    features = []
     if self.cohesion_window:
-      features = cohesion_features(tokens, sentence_mask, self.cohesion_window)
+      features.append(
+          cohesion_features(tokens, sentence_mask, self.cohesion_window)
+      )
+      if self.sentence_encoder == "pretrained" and self.semantic_cohesion:
+        features.append(
+            semantic_cohesion_features(
+                embeddings, sentence_mask, self.cohesion_window
+            )
+        )
+    if features:
       # A boundary shows as a dip of similarity relative to the nearby gaps:
       # a convolution over 5 sentences sees it before any attention layer.
       x = x + nn.Conv(
           self.hidden_dim, (_COHESION_KERNEL,), name="cohesion_projection", **kw
-      )(features.astype(kw["dtype"]))
+      )(jnp.concatenate(features, axis=-1).astype(kw["dtype"]))
     x = jnp.where(sentence_mask[..., None], x, 0)
     if self.document_encoder == "transformer":
       encoder = TransformerEncoder(
@@ -742,11 +800,20 @@ def init_params(
     batch_size: int,
     max_sentences: int,
     max_tokens: int,
+    embedding_dim: int = 0,
 ) -> Any:
-  """The model's initial parameters, from dummy inputs of the given shape."""
+  """The model's initial parameters, from dummy inputs of the given shape.
+
+  `embedding_dim` is the pretrained encoder's D (pretrained models only).
+  """
   tokens = jnp.ones((batch_size, max_sentences, max_tokens), jnp.int32)
   sentence_mask = jnp.ones((batch_size, max_sentences), bool)
-  return model.init(rng, tokens, sentence_mask, train=False)["params"]
+  embeddings = None
+  if model.sentence_encoder == "pretrained":
+    embeddings = jnp.ones((batch_size, max_sentences, embedding_dim))
+  return model.init(rng, tokens, sentence_mask, embeddings, train=False)[
+      "params"
+  ]
 
 
 def count_params(params: Any) -> int:

@@ -17,6 +17,7 @@ from typing import Any
 from absl import logging
 from flax.training import train_state
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -25,6 +26,7 @@ import optax
 from segjax import checkpoints
 from segjax import config_lib
 from segjax import data
+from segjax import embedding_cache
 from segjax import evaluation
 from segjax import losses
 from segjax import metric_writers
@@ -84,7 +86,7 @@ def make_optimizer(optim: ml_collections.ConfigDict, num_steps: int):
   )
 
 
-def _initial_state(config, model, tx) -> TrainState:
+def _initial_state(config, model, tx, embedding_dim=0) -> TrainState:
   init_key, dropout_key = jax.random.split(jax.random.key(config.seed))
   params = models.init_params(
       model,
@@ -92,6 +94,7 @@ def _initial_state(config, model, tx) -> TrainState:
       batch_size=1,
       max_sentences=config.data.max_sentences,
       max_tokens=config.tokenizer.max_tokens,
+      embedding_dim=embedding_dim,
   )
   return TrainState.create(
       apply_fn=model.apply,
@@ -101,19 +104,26 @@ def _initial_state(config, model, tx) -> TrainState:
   )
 
 
-def create_train_state(config, model, tx) -> TrainState:
-  """Initial state on the host, identical on every process (seeded)."""
+def create_train_state(config, model, tx, embedding_dim=0) -> TrainState:
+  """Initial state on the host, identical on every process (seeded).
+
+  `embedding_dim` is the pretrained encoder's D (pretrained models only).
+  """
   # Eager initialisation runs op by op: ~10x slower than one jit.
-  init = jax.jit(functools.partial(_initial_state, config, model, tx))
+  init = jax.jit(
+      functools.partial(_initial_state, config, model, tx, embedding_dim)
+  )
   return jax.device_get(init())
 
 
-def abstract_train_state(config, model, tx) -> TrainState:
+def abstract_train_state(config, model, tx, embedding_dim=0) -> TrainState:
   """The state's structure, shapes and dtypes, without computing it.
 
   Enough as a checkpoint restore target; skips compiling the initialiser.
   """
-  return jax.eval_shape(functools.partial(_initial_state, config, model, tx))
+  return jax.eval_shape(
+      functools.partial(_initial_state, config, model, tx, embedding_dim)
+  )
 
 
 # ----------------------------------------------------------------------------
@@ -144,6 +154,7 @@ def train_step(
         {"params": params},
         batch["tokens"],
         batch["sentence_mask"],
+        batch.get("embeddings"),
         train=True,
         example_rngs=example_rngs,
     )
@@ -259,6 +270,38 @@ def config_as_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
 # ----------------------------------------------------------------------------
 
 
+def pretrained_embeddings(config, workdir, splits):
+  """The embedding cache holding every sentence of every split.
+
+  Each process encodes its share of the sentences the cache lacks; the
+  others wait at a barrier, then all read every shard.
+
+  Returns:
+    (the cache, the encoder's identity and dimension for the checkpoint).
+  """
+  sentences = (
+      sentence
+      for documents in splits.values()
+      for document in documents
+      for sentence in document.sentences
+  )
+  cache, identity = embedding_cache.build(
+      config.encoder,
+      workdir,
+      sentences,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+      sync=lambda: multihost_utils.sync_global_devices("embedding cache"),
+  )
+  logging.info(
+      "Embedding cache %s: %d sentences of %s",
+      cache.folder,
+      len(cache),
+      identity["name"],
+  )
+  return cache, {**identity, "dim": cache.dim}
+
+
 def _saved_config(checkpointer: checkpoints.Checkpointer) -> dict | None:
   """The config of the run a workdir's latest checkpoint belongs to."""
   latest = checkpointer.latest_step()
@@ -304,6 +347,9 @@ def train_and_evaluate(
     # -- Input -----------------------------------------------------------------
     splits = data.load_splits(config.data)
     tokenizer = data.Tokenizer(**config.tokenizer)
+    embeddings, encoder_meta = None, None
+    if config.model.sentence_encoder == "pretrained":
+      embeddings, encoder_meta = pretrained_embeddings(config, workdir, splits)
     train_iter = data.make_train_iterator(
         splits["train"],
         tokenizer,
@@ -314,9 +360,13 @@ def train_and_evaluate(
         process_count=jax.process_count(),
         stride=config.data.train_stride or None,
         ignore_index=config.loss.ignore_index,
+        embeddings=embeddings,
     )
     eval_batches = functools.partial(
-        evaluation.eval_batches, config, tokenizer=tokenizer
+        evaluation.eval_batches,
+        config,
+        tokenizer=tokenizer,
+        embeddings=embeddings,
     )
     dev_batches = eval_batches(splits["dev"])
     # Written once the run is known to start: a run stopped by bad input
@@ -328,6 +378,7 @@ def train_and_evaluate(
 
     # -- Model, loss and optimizer ---------------------------------------------
     model = models.model_from_config(config)
+    embedding_dim = encoder_meta["dim"] if encoder_meta else 0
     loss_fn = losses.create_loss(config.loss)
     tx, schedule = make_optimizer(config.optim, config.train.num_steps)
 
@@ -335,10 +386,12 @@ def train_and_evaluate(
     threshold = None
     latest = checkpointer.latest_step()
     if latest is None:
-      host_state = create_train_state(config, model, tx)
+      host_state = create_train_state(config, model, tx, embedding_dim)
     else:
       host_state, meta = checkpointer.restore(
-          latest, abstract_train_state(config, model, tx), train_iter
+          latest,
+          abstract_train_state(config, model, tx, embedding_dim),
+          train_iter,
       )
       threshold = meta.get("threshold")
       logging.info(
@@ -379,6 +432,7 @@ def train_and_evaluate(
           "step": step,
           "config": resolved_config,
           "tokenizer": tokenizer.to_dict(),
+          "encoder": encoder_meta,
           "threshold": threshold,
           "eval": eval_metrics,
       }

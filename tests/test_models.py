@@ -15,9 +15,10 @@ NUM_BUCKETS = 101
 SMALL = dict(
     num_buckets=NUM_BUCKETS,
     num_classes=2,
-    sentence_encoder="pool",
-    sentence_layers=1,
+    sentence_encoder="hashed",
+    token_layers=0,
     document_encoder="transformer",
+    semantic_cohesion=False,
     dtype="float32",
     embed_dim=8,
     hidden_dim=16,
@@ -174,7 +175,7 @@ def test_train_with_dropout_needs_example_rngs():
 
 
 def test_sentence_transformer_and_bfloat16():
-  model = _model(sentence_encoder="transformer", dtype="bfloat16")
+  model = _model(token_layers=1, dtype="bfloat16")
   tokens, mask = _batch()
   params = _params(model, tokens)
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
@@ -319,9 +320,10 @@ def test_per_example_dropout_keeps_expectation_and_ignores_batch_position():
 def _run_config(**model_overrides):
   """A whole run config: the model section plus the facts other sections own."""
   model = dict(
-      sentence_encoder="pool",
-      sentence_layers=1,
+      sentence_encoder="hashed",
+      token_layers=0,
       document_encoder="bilstm",
+      semantic_cohesion=True,
       embed_dim=24,
       hidden_dim=32,
       num_layers=3,
@@ -352,11 +354,12 @@ def test_model_from_config_sets_every_field():
       num_heads=2,
       mlp_dim=48,
       dropout_rate=0.3,
-      sentence_encoder="pool",
-      sentence_layers=1,
+      sentence_encoder="hashed",
+      token_layers=0,
       document_encoder="bilstm",
       max_sentences=20,
       cohesion_window=4,
+      semantic_cohesion=True,
       dtype="bfloat16",
   )
 
@@ -364,7 +367,7 @@ def test_model_from_config_sets_every_field():
 @pytest.mark.parametrize(
     "key,value,choices",
     [
-        ("sentence_encoder", "cnn", "pool, transformer"),
+        ("sentence_encoder", "cnn", "hashed, pretrained"),
         ("document_encoder", "gru", "transformer, bilstm"),
         ("dtype", "float16", "float32, bfloat16"),
     ],
@@ -405,3 +408,64 @@ def test_a_few_adam_steps_fit_a_toy_batch():
     params, state, value = step(params, state)
     first = value if first is None else first
   assert loss(params) < 0.5 * first
+
+
+# ----------------------------------------------------------------------------
+# Pretrained sentence embeddings.
+# ----------------------------------------------------------------------------
+
+
+def _pretrained(**overrides):
+  return _model(
+      sentence_encoder="pretrained", semantic_cohesion=True, **overrides
+  )
+
+
+def _embeddings(mask, dim=12, seed=1):
+  rng = np.random.default_rng(seed)
+  vectors = rng.normal(size=mask.shape + (dim,)).astype(np.float32)
+  vectors /= np.linalg.norm(vectors, axis=-1, keepdims=True)
+  return jnp.asarray(np.where(mask[..., None], vectors, 0.0))
+
+
+def test_pretrained_model_reads_embeddings_and_ignores_padding_ones():
+  model = _pretrained()
+  tokens, mask = _batch()
+  embeddings = _embeddings(mask)
+  params = models.init_params(
+      model,
+      jax.random.key(0),
+      batch_size=2,
+      max_sentences=tokens.shape[1],
+      max_tokens=tokens.shape[2],
+      embedding_dim=embeddings.shape[-1],
+  )
+  apply = jax.jit(
+      lambda e: model.apply({"params": params}, tokens, mask, e, train=False)
+  )
+  logits = apply(embeddings)
+  assert logits.shape == mask.shape + (2,)
+  garbage = jnp.where(mask[..., None], embeddings, 1e4)
+  np.testing.assert_allclose(apply(garbage)[mask], logits[mask], atol=1e-5)
+  changed = apply(embeddings.at[0, 0].multiply(-1.0))
+  assert not np.allclose(changed[0, :3], logits[0, :3])
+  with pytest.raises(ValueError, match="needs embeddings"):
+    model.apply({"params": params}, tokens, mask, train=False)
+
+
+def test_semantic_cohesion_is_the_cosine_of_summed_block_embeddings():
+  _, mask = _batch(batch_size=1, num_sentences=8)
+  mask = jnp.ones_like(mask)
+  embeddings = _embeddings(mask, dim=5)
+  window = 2
+  features = models.semantic_cohesion_features(embeddings, mask, window)
+  e = np.asarray(embeddings[0], np.float64)
+  cosine = lambda a, b: a @ b / np.sqrt((a @ a) * (b @ b))
+  # Column window + k - 1 holds block size k at the gap after sentence i.
+  for i in range(1, 6):
+    for k in (1, 2):
+      before = e[max(i - k + 1, 0) : i + 1].sum(0)
+      after = e[i + 1 : i + 1 + k].sum(0)
+      np.testing.assert_allclose(
+          features[0, i, window + k - 1], cosine(before, after), rtol=1e-5
+      )

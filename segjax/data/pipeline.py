@@ -30,6 +30,7 @@ import grain
 import numpy as np
 
 from segjax.data.documents import Document
+from segjax.embedding_cache import sentence_digests
 from segjax.data.text import Tokenizer
 
 Batch = dict[str, np.ndarray]
@@ -116,6 +117,9 @@ class WindowTable:
     max_sentences: S, the padded number of sentences per window.
     ignore_index: the label of ignored positions.
     tokenizer: turns sentences into token ids.
+    embeddings: pretrained sentence vectors (an `EmbeddingCache` holding
+      every sentence), or None.
+    embedding_rows: `[len(sentences)]` int64 cache row of each sentence.
   """
 
   sentences: tuple[str, ...]
@@ -128,6 +132,8 @@ class WindowTable:
   max_sentences: int
   ignore_index: int
   tokenizer: Tokenizer
+  embeddings: Any = None
+  embedding_rows: np.ndarray | None = None
   # Token ids of the distinct sentences tokenized so far. np.zeros pages in
   # lazily, so rows never gathered cost no memory.
   _token_cache: np.ndarray = dataclasses.field(init=False, repr=False)
@@ -162,8 +168,13 @@ def tokenize_windows(
     max_sentences: int,
     stride: int,
     ignore_index: int,
+    embeddings: Any = None,
 ) -> WindowTable:
-  """Lists a corpus's windows (see `WindowTable`; tokens come on demand)."""
+  """Lists a corpus's windows (see `WindowTable`; tokens come on demand).
+
+  Raises:
+    ValueError: `embeddings` (an `EmbeddingCache`) lacks a sentence.
+  """
   lengths = np.array([doc.num_sentences for doc in documents], np.int64)
   doc_offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
   # Distinct sentences are tokenized once: corpora built from a sentence
@@ -186,8 +197,18 @@ def tokenize_windows(
   ]
   window_doc = np.array([d for d, _ in windows], np.int32).reshape(-1)
   window_start = np.array([s for _, s in windows], np.int32).reshape(-1)
+  sentences = tuple(id_of_sentence)
+  embedding_rows = None
+  if embeddings is not None:
+    embedding_rows = embeddings.rows(sentence_digests(sentences))
+    if (embedding_rows < 0).any():
+      missing = sentences[int(np.argmin(embedding_rows))]
+      raise ValueError(
+          f"the embedding cache {embeddings.folder} lacks the sentence "
+          f"{missing[:80]!r} (and {int((embedding_rows < 0).sum()) - 1} more)"
+      )
   return WindowTable(
-      sentences=tuple(id_of_sentence),
+      sentences=sentences,
       sentence_ids=sentence_ids,
       labels=np.concatenate(labels) if labels else np.zeros(0, np.int32),
       window_doc=window_doc,
@@ -199,6 +220,8 @@ def tokenize_windows(
       max_sentences=max_sentences,
       ignore_index=ignore_index,
       tokenizer=tokenizer,
+      embeddings=embeddings,
+      embedding_rows=embedding_rows,
   )
 
 
@@ -225,7 +248,8 @@ def gather_windows(table: WindowTable, rows: np.ndarray) -> Batch:
   """Padded model inputs for windows `rows` (-1 = a fully masked padding row).
 
   Returns:
-    `tokens [b, S, L]` int32, `labels [b, S]` int32, `sentence_mask [b, S]`.
+    `tokens [b, S, L]` int32, `labels [b, S]` int32, `sentence_mask [b, S]`,
+    and with an embedding cache `embeddings [b, S, D]` float16.
   """
   rows = np.asarray(rows, np.int64)
   real = rows >= 0
@@ -242,11 +266,19 @@ def gather_windows(table: WindowTable, rows: np.ndarray) -> Batch:
   )
   tokens[sentence_mask] = table.tokens(flat[sentence_mask])
   labels = np.where(sentence_mask, table.labels[flat], table.ignore_index)
-  return {
+  batch = {
       "tokens": tokens,
       "labels": labels.astype(np.int32),
       "sentence_mask": sentence_mask,
   }
+  if table.embeddings is not None:
+    rows_of = table.embedding_rows[table.sentence_ids[flat[sentence_mask]]]
+    embeddings = np.zeros(
+        sentence_mask.shape + (table.embeddings.dim,), np.float16
+    )
+    embeddings[sentence_mask] = table.embeddings.vectors(rows_of)
+    batch["embeddings"] = embeddings
+  return batch
 
 
 def local_rows(
@@ -300,6 +332,7 @@ def make_train_iterator(
     process_count: int = 1,
     stride: int | None = None,
     ignore_index: int,
+    embeddings: Any = None,
     read_options: grain.ReadOptions | None = None,
 ) -> grain.DatasetIterator:
   """An endless, checkpointable iterator over this process's training batches.
@@ -327,6 +360,8 @@ def make_train_iterator(
     stride: first-sentence distance of consecutive windows of a long
       document; defaults to `max_sentences` (no overlap).
     ignore_index: label of ignored positions.
+    embeddings: an `EmbeddingCache` holding every sentence: batches then
+      also carry `embeddings [b, S, D]` float16.
     read_options: grain prefetching; defaults to one background thread.
 
   Returns:
@@ -340,6 +375,7 @@ def make_train_iterator(
           max_sentences=max_sentences,
           stride=stride or max_sentences,
           ignore_index=ignore_index,
+          embeddings=embeddings,
       )
   )
   if not table.num_windows:
@@ -377,6 +413,7 @@ def make_eval_batches(
     process_index: int = 0,
     process_count: int = 1,
     ignore_index: int,
+    embeddings: Any = None,
 ) -> list[Batch]:
   """This process's evaluation batches: every window exactly once globally.
 
@@ -400,6 +437,7 @@ def make_eval_batches(
       max_sentences=max_sentences,
       stride=stride or max(max_sentences // 2, 1),
       ignore_index=ignore_index,
+      embeddings=embeddings,
   )
   num_batches = -(-table.num_windows // global_batch_size)
   padded = np.full(num_batches * global_batch_size, -1, np.int64)

@@ -28,6 +28,7 @@ import ml_collections
 
 from segjax import baselines
 from segjax import data
+from segjax import encoders
 from segjax import evaluation
 from segjax import inference
 from segjax import metric_writers
@@ -110,7 +111,7 @@ def main(argv):
       sys.exit(f"segjax.evaluate: error: split {_SPLIT.value!r} is empty")
     if trained is None:  # Fitted on train and dev, which may be empty.
       fitted = baselines.fit(_BASELINE.value, splits)
-  except (FileNotFoundError, data.DataError) as e:
+  except (FileNotFoundError, data.DataError, encoders.LoadError) as e:
     sys.exit(f"segjax.evaluate: error: {e}")
   if fitted is not None:
     scores = baseline_scores(fitted, documents)

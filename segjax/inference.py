@@ -16,6 +16,8 @@ import ml_collections
 
 from segjax import checkpoints
 from segjax import data
+from segjax import embedding_cache
+from segjax import encoders
 from segjax import evaluation
 from segjax import losses
 from segjax import models
@@ -34,6 +36,18 @@ class TrainedModel:
   threshold: float
   parallel: parallel_lib.DataParallel
   eval_fn: Any
+  workdir: pathlib.Path
+  encoder: Any = None  # the pretrained sentence encoder, if the run has one
+
+  def sentence_embeddings(self, documents):
+    """The run's embedding cache, holding every sentence of `documents`."""
+    if self.encoder is None:
+      return None
+    sentences = (s for document in documents for s in document.sentences)
+    cache, _ = embedding_cache.build(
+        self.config.encoder, self.workdir, sentences, encoder=self.encoder
+    )
+    return cache
 
   def predict(self, documents, global_batch_size=None):
     """(per-document boundary probabilities, mean loss)."""
@@ -41,6 +55,7 @@ class TrainedModel:
         self.config,
         documents,
         self.tokenizer,
+        embeddings=self.sentence_embeddings(documents),
         global_batch_size=global_batch_size,
     )
     return evaluation.predict_documents(
@@ -91,12 +106,16 @@ def restore_trained_model(
     config = ml_collections.ConfigDict(meta["config"])
     tokenizer = data.Tokenizer.from_dict(meta["tokenizer"])
     model = models.model_from_config(config)
+    encoder = None
+    if config.model.sentence_encoder == "pretrained":
+      encoder = _same_encoder(config.encoder, meta["encoder"])
     init = functools.partial(
         models.init_params,
         model,
         batch_size=1,
         max_sentences=config.data.max_sentences,
         max_tokens=tokenizer.max_tokens,
+        embedding_dim=encoder.dim if encoder else 0,
     )
     params = checkpointer.restore_params(
         step, jax.eval_shape(init, jax.random.key(0))
@@ -118,4 +137,20 @@ def restore_trained_model(
       threshold=meta["threshold"] or 0.5,
       parallel=parallel,
       eval_fn=eval_fn,
+      workdir=workdir,
+      encoder=encoder,
   )
+
+
+def _same_encoder(encoder_config, trained: dict[str, Any]):
+  """The run's pretrained encoder, refused if it is not the one it trained."""
+  encoder = embedding_cache.load_encoder(encoder_config)
+  now = {**encoder.identity, "dim": encoder.dim}
+  changed = [k for k in sorted(trained) if trained[k] != now.get(k)]
+  if changed:
+    raise encoders.LoadError(
+        f"the encoder {encoder_config.name!r} is not the one this run "
+        "trained with: "
+        + ", ".join(f"{k} {trained[k]!r} != {now.get(k)!r}" for k in changed)
+    )
+  return encoder

@@ -20,6 +20,7 @@ from absl import flags
 import numpy as np
 
 from segjax import data
+from segjax import encoders
 from segjax import inference
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training run's workdir.")
@@ -68,7 +69,7 @@ def main(argv):
   try:
     text = read_input(argv[1])
     trained = inference.restore_trained_model(_WORKDIR.value, _CHECKPOINT.value)
-  except (OSError, UnicodeDecodeError) as e:
+  except (OSError, UnicodeDecodeError, encoders.LoadError) as e:
     sys.exit(f"segjax.segment: error: {e}")
   sentences = data.split_sentences(text, one_per_line=_ONE_PER_LINE.value)
   if not sentences:

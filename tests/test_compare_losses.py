@@ -242,19 +242,24 @@ def test_unknown_set_key_is_an_error_naming_it(tmp_path):
   assert not (tmp_path / "runs").exists()  # Nothing started.
 
 
-def test_parse_override_values():
-  assert tool.parse_override("train.num_steps=300") == ("train.num_steps", 300)
-  assert tool.parse_override("optim.learning_rate=3e-3") == (
-      "optim.learning_rate",
-      3e-3,
+def test_set_values_are_parsed_as_config_overrides_are():
+  config = tool.build_config(
+      "configs/boundary.py",
+      [
+          "train.num_steps=300",
+          "optim.learning_rate=3e-3",
+          "data.source=pydoc",
+          "loss.class_weights=(1.0, 2.5)",
+      ],
+      seed=4,
   )
-  assert tool.parse_override("data.source=pydoc") == ("data.source", "pydoc")
-  assert tool.parse_override("loss.class_weights=(1.0, 2.5)") == (
-      "loss.class_weights",
-      (1.0, 2.5),
-  )
-  with pytest.raises(tool.CompareError, match="KEY=VALUE"):
-    tool.parse_override("train.num_steps")
+  assert config.train.num_steps == 300
+  assert config.optim.learning_rate == 3e-3
+  assert config.data.source == "pydoc"
+  assert tuple(config.loss.class_weights) == (1.0, 2.5)
+  assert config.seed == 4
+  with pytest.raises(tool.CompareError, match="did you mean 'train.num_steps'"):
+    tool.build_config("configs/boundary.py", ["train.num_stepz=3"], seed=0)
 
 
 # ----------------------------------------------------------------------------

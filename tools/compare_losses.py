@@ -28,7 +28,6 @@ Needs matplotlib besides segjax's own requirements.
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
 import json
 import math
@@ -143,43 +142,6 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   return args
 
 
-def parse_override(text: str) -> tuple[str, Any]:
-  """`key=value` -> (key, value); the value is a Python literal or a string."""
-  key, sep, raw = text.partition("=")
-  key = key.strip()
-  if not sep or not key:
-    raise CompareError(f"--set {text!r}: expected KEY=VALUE")
-  try:
-    value = ast.literal_eval(raw.strip())
-  except (ValueError, SyntaxError):
-    value = raw.strip()  # A bare word such as `pydoc` or `bilstm`.
-  return key, value
-
-
-def apply_override(
-    config: ml_collections.ConfigDict, key: str, value: Any
-) -> None:
-  """Sets dotted `key` in place; it must name an existing leaf.
-
-  Raises:
-    CompareError: an unknown key or a value of the wrong type, naming the key.
-  """
-  *sections, name = key.split(".")
-  node = config
-  for section in sections:
-    if not isinstance(node, ml_collections.ConfigDict) or section not in node:
-      raise CompareError(f"--set {key}: unknown config key {key!r}")
-    node = node[section]
-  if not isinstance(node, ml_collections.ConfigDict) or name not in node:
-    raise CompareError(f"--set {key}: unknown config key {key!r}")
-  if isinstance(node[name], ml_collections.ConfigDict):
-    raise CompareError(f"--set {key}: {key!r} is a section, not a value")
-  try:
-    node[name] = value
-  except (TypeError, ValueError) as e:
-    raise CompareError(f"--set {key}={value!r}: {e}") from e
-
-
 def resolve_spec(spec: str) -> str:
   """A config spec whose file exists: as given, else relative to the repo."""
   path, sep, arg = spec.partition(":")
@@ -195,30 +157,30 @@ def config_label(spec: str) -> str:
 
 
 def build_config(
-    spec: str, overrides: Mapping[str, Any], seed: int
+    spec: str, overrides: Sequence[str], seed: int
 ) -> ml_collections.ConfigDict:
-  """The config of one run, validated before anything trains."""
+  """The config of one run, validated before anything trains.
+
+  `overrides` are `key=value` strings, parsed by ml_collections exactly as
+  `--config.key=value` on the train command line.
+  """
   try:
-    config = config_lib.load_config(resolve_spec(spec))
-  except (FileNotFoundError, ValueError) as e:
-    raise CompareError(f"--configs {spec}: {e}") from e
-  for key, value in overrides.items():
-    apply_override(config, key, value)
-  config.seed = seed
-  try:
+    config = config_lib.load_config(
+        resolve_spec(spec), [*overrides, f"seed={seed}"]
+    )
     config_lib.validate_config(config)
-  except config_lib.ConfigError as e:  # Loss errors included.
+  except config_lib.ConfigError as e:
     raise CompareError(f"{spec}: {e}") from e
   return config
 
 
-def run_overrides(args: argparse.Namespace) -> dict[str, Any]:
+def run_overrides(args: argparse.Namespace) -> list[str]:
   """Every `--set` plus `--data_source` / `--data_path`, in order."""
-  overrides = dict(parse_override(text) for text in args.overrides)
+  overrides = list(args.overrides)
   if args.data_source is not None:
-    overrides["data.source"] = args.data_source
+    overrides.append(f"data.source={args.data_source}")
   if args.data_path is not None:
-    overrides["data.path"] = args.data_path
+    overrides.append(f"data.path={args.data_path}")
   return overrides
 
 
@@ -666,7 +628,7 @@ def markdown(report: Mapping[str, Any], plots: Mapping[str, str]) -> str:
   """comparison.md: header, the main table, notes, per-seed table, plots."""
   dataset = report["dataset"]
   docs = dataset["documents"]
-  overrides = ", ".join(f"`{k}={v!r}`" for k, v in report["overrides"].items())
+  overrides = ", ".join(f"`{o}`" for o in report["overrides"])
   tiling = next(
       b for n, b in report["baselines"].items() if n.startswith("TextTiling")
   )

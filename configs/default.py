@@ -83,14 +83,16 @@ def get_config() -> ml_collections.ConfigDict:
   m.semantic_cohesion = True
   m.dtype = "float32"  # float32 | bfloat16 (TPU): compute dtype
 
-  # The pretrained sentence encoder of model.sentence_encoder="pretrained",
-  # frozen: each distinct sentence is encoded once into an on-disk cache.
+  # The pretrained sentence encoder of model.sentence_encoder="pretrained".
   config.encoder = e = ml_collections.ConfigDict()
   e.name = "all-MiniLM-L6-v2"  # a registered name or a model folder
   e.max_tokens = 0  # int >= 0: wordpieces kept per sentence; 0 = the model's
   e.num_layers = 0  # int >= 0: first blocks kept; 0 = all
-  e.batch_size = 64  # int >= 1: sentences per encoding batch
-  e.cache_dir = ""  # embedding cache; "" = <workdir>/embeddings
+  # bool: False = frozen, each distinct sentence encoded once into an on-disk
+  # cache (CPU, large corpora); True = trained end to end (GPU/TPU).
+  e.fine_tune = False
+  e.batch_size = 64  # int >= 1, frozen: sentences per encoding batch
+  e.cache_dir = ""  # frozen: embedding cache; "" = <workdir>/embeddings
 
   # `segjax.losses.create_loss(config.loss)`; SPEC sections 3 and 4.
   config.loss = l = ml_collections.ConfigDict()
@@ -121,6 +123,8 @@ def get_config() -> ml_collections.ConfigDict:
   o.b1 = 0.9  # [0, 1)
   o.b2 = 0.98  # [0, 1)
   o.grad_clip_norm = 1.0  # > 0: global gradient norm limit
+  o.encoder_learning_rate = 2e-5  # > 0, encoder.fine_tune: its peak rate
+  o.encoder_weight_decay = 0.01  # >= 0, encoder.fine_tune
 
   config.train = tr = ml_collections.ConfigDict()
   tr.batch_size = 32  # int >= 1: global windows per step, split over devices

@@ -284,6 +284,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   check_int("encoder.max_tokens", e.max_tokens, 0)
   check_int("encoder.num_layers", e.num_layers, 0)
   check_int("encoder.batch_size", e.batch_size, 1)
+  check(
+      isinstance(e.fine_tune, bool),
+      "encoder.fine_tune",
+      e.fine_tune,
+      "must be True or False",
+  )
   check_int("model.num_heads", m.num_heads, 1)
   check_int("model.mlp_dim", m.mlp_dim, 1)
   check_int("model.cohesion_window", m.cohesion_window, 0)
@@ -306,6 +312,18 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   check(o.learning_rate > 0, "optim.learning_rate", o.learning_rate, "> 0")
   check(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, ">= 0")
   check(o.grad_clip_norm > 0, "optim.grad_clip_norm", o.grad_clip_norm, "> 0")
+  check(
+      o.encoder_learning_rate > 0,
+      "optim.encoder_learning_rate",
+      o.encoder_learning_rate,
+      "> 0",
+  )
+  check(
+      o.encoder_weight_decay >= 0,
+      "optim.encoder_weight_decay",
+      o.encoder_weight_decay,
+      ">= 0",
+  )
   for key in ("b1", "b2"):
     check(0 <= o[key] < 1, f"optim.{key}", o[key], "must be in [0, 1)")
   check_int("optim.warmup_steps", o.warmup_steps, 0)

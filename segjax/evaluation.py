@@ -21,6 +21,7 @@ MODEL_INPUTS = (
     "tokens",
     "sentence_mask",
     "embeddings",
+    "encoder_ids",
     "labels",
     "example_id",
 )
@@ -55,6 +56,7 @@ def make_eval_step(model, loss_fn, ignore_index: int) -> Callable:
         batch["tokens"],
         batch["sentence_mask"],
         batch.get("embeddings"),
+        batch.get("encoder_ids"),
         train=False,
     )
     loss, _ = loss_fn(logits, batch["labels"], axis_name=parallel_lib.AXIS)
@@ -72,6 +74,7 @@ def eval_batches(
     tokenizer: data.Tokenizer,
     *,
     embeddings: Any = None,
+    encoder_tokenizer: Any = None,
     global_batch_size: int | None = None,
 ) -> list[dict]:
   """This process's evaluation batches of `documents` under a run's config."""
@@ -85,6 +88,7 @@ def eval_batches(
       process_count=jax.process_count(),
       ignore_index=config.loss.ignore_index,
       embeddings=embeddings,
+      encoder_tokenizer=encoder_tokenizer,
   )
 
 

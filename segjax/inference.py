@@ -41,7 +41,7 @@ class TrainedModel:
 
   def sentence_embeddings(self, documents):
     """The run's embedding cache, holding every sentence of `documents`."""
-    if self.encoder is None:
+    if self.encoder is None or self.model.encoder is not None:
       return None
     sentences = (s for document in documents for s in document.sentences)
     cache, _ = embedding_cache.build(
@@ -56,6 +56,11 @@ class TrainedModel:
         documents,
         self.tokenizer,
         embeddings=self.sentence_embeddings(documents),
+        encoder_tokenizer=(
+            data.WordpieceTokenizer(self.encoder)
+            if self.model.encoder is not None
+            else None
+        ),
         global_batch_size=global_batch_size,
     )
     return evaluation.predict_documents(
@@ -105,10 +110,10 @@ def restore_trained_model(
     meta = checkpointer.restore_meta(step)
     config = ml_collections.ConfigDict(meta["config"])
     tokenizer = data.Tokenizer.from_dict(meta["tokenizer"])
-    model = models.model_from_config(config)
     encoder = None
     if config.model.sentence_encoder == "pretrained":
       encoder = _same_encoder(config.encoder, meta["encoder"])
+    model = models.model_from_config(config, encoder)
     init = functools.partial(
         models.init_params,
         model,

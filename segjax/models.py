@@ -667,6 +667,9 @@ class SegmentationModel(nn.Module):
       disables them.
     dtype: computation dtype, "float32" or "bfloat16" (TPU); logits are
       always float32.
+    encoder: a pretrained sentence encoder (`encoders.BertEncoder`) to
+      fine-tune inside the model, reading `encoder_ids`; None reads
+      precomputed `embeddings` instead.
     param_dtype: parameter dtype.
   """
 
@@ -685,6 +688,7 @@ class SegmentationModel(nn.Module):
   cohesion_window: int
   semantic_cohesion: bool
   dtype: str
+  encoder: nn.Module | None = None
   param_dtype: Any = jnp.float32
 
   def __post_init__(self):
@@ -698,12 +702,21 @@ class SegmentationModel(nn.Module):
     config_lib.check_choice("model.dtype", self.dtype, DTYPES)
     super().__post_init__()
 
+  def _encode(self, encoder_ids: jax.Array | None) -> jax.Array:
+    """`[B, S, D]` embeddings of every sentence, through `encoder`."""
+    if encoder_ids is None:
+      raise ValueError("a model with an encoder needs encoder_ids")
+    batch, sentences, length = encoder_ids.shape
+    ids = encoder_ids.reshape(batch * sentences, length)
+    return self.encoder(ids, ids != 0).reshape(batch, sentences, -1)
+
   @nn.compact
   def __call__(
       self,
       tokens: jax.Array,
       sentence_mask: jax.Array,
       embeddings: jax.Array | None = None,
+      encoder_ids: jax.Array | None = None,
       *,
       train: bool,
       example_rngs: jax.Array | None = None,
@@ -716,7 +729,9 @@ class SegmentationModel(nn.Module):
       sentence_mask: bool `[B, S]`, True on real sentences (a prefix of each
         row).
       embeddings: float `[B, S, D]` pretrained sentence embeddings (for
-        `sentence_encoder="pretrained"`).
+        `sentence_encoder="pretrained"` without `encoder`).
+      encoder_ids: int `[B, S, L']` the encoder's wordpiece ids, 0 = padding
+        (for a model with an `encoder`).
       train: apply dropout.
       example_rngs: `[B]` PRNG keys, one per example; needed when training
         with dropout.
@@ -739,6 +754,8 @@ class SegmentationModel(nn.Module):
           **kw,
       )(tokens, example_rngs, deterministic=deterministic)
     else:
+      if self.encoder is not None:
+        embeddings = self._encode(encoder_ids)
       if embeddings is None:
         raise ValueError("sentence_encoder='pretrained' needs embeddings")
       embeddings = jnp.where(sentence_mask[..., None], embeddings, 0).astype(
@@ -808,12 +825,16 @@ def init_params(
   """
   tokens = jnp.ones((batch_size, max_sentences, max_tokens), jnp.int32)
   sentence_mask = jnp.ones((batch_size, max_sentences), bool)
-  embeddings = None
-  if model.sentence_encoder == "pretrained":
+  embeddings = encoder_ids = None
+  if model.encoder is not None:
+    # Parameter shapes do not depend on the token count: keep it small.
+    encoder_ids = jnp.ones((batch_size, max_sentences, 8), jnp.int32)
+  elif model.sentence_encoder == "pretrained":
     embeddings = jnp.ones((batch_size, max_sentences, embedding_dim))
-  return model.init(rng, tokens, sentence_mask, embeddings, train=False)[
-      "params"
-  ]
+  variables = model.init(
+      rng, tokens, sentence_mask, embeddings, encoder_ids, train=False
+  )
+  return variables["params"]
 
 
 def count_params(params: Any) -> int:
@@ -821,13 +842,20 @@ def count_params(params: Any) -> int:
   return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
 
 
-def model_from_config(config: Any) -> SegmentationModel:
+def model_from_config(config: Any, encoder: Any = None) -> SegmentationModel:
   """The model of a run's config: its `model` section plus three facts that
   other sections own (the tokenizer's id space, the loss's classes, the
-  window length)."""
+  window length), and with `encoder.fine_tune` the pretrained `encoder`
+  (an `encoders.Encoder`) inside it, its blocks rematerialised."""
+  module = None
+  if config.model.sentence_encoder == "pretrained" and config.encoder.fine_tune:
+    if encoder is None:
+      raise ValueError("encoder.fine_tune=True needs the loaded encoder")
+    module = encoder.module.clone(remat=True, dtype=DTYPES[config.model.dtype])
   return SegmentationModel(
       **config.model,
       num_buckets=config.tokenizer.num_buckets,
       num_classes=config.loss.num_classes,
       max_sentences=config.data.max_sentences,
+      encoder=module,
   )

@@ -12,7 +12,7 @@ import functools
 import json
 import pathlib
 import signal
-from typing import Any
+from typing import Any, NamedTuple
 
 from absl import logging
 from flax.training import train_state
@@ -54,8 +54,25 @@ class TrainState(train_state.TrainState):
 # ----------------------------------------------------------------------------
 
 
-def make_optimizer(optim: ml_collections.ConfigDict, num_steps: int):
+def _warmup_cosine(peak: float, optim, decay_steps: int):
+  return optax.warmup_cosine_decay_schedule(
+      init_value=0.0,
+      peak_value=peak,
+      warmup_steps=min(optim.warmup_steps, decay_steps - 1),
+      decay_steps=decay_steps,
+      end_value=0.05 * peak,
+  )
+
+
+def make_optimizer(
+    optim: ml_collections.ConfigDict, num_steps: int, *, fine_tune: bool = False
+):
   """AdamW with warmup + cosine decay and global-norm clipping.
+
+  With `fine_tune`, the pretrained encoder's parameters (the `encoder`
+  subtree) get their own AdamW with `optim.encoder_learning_rate` and
+  `optim.encoder_weight_decay` (same warmup and decay), the rest the main
+  one; the clipping norm is over all parameters.
 
   A step whose gradients are not finite is skipped (`apply_if_finite`): the
   weights and Adam moments stay as they were and `total_notfinite` counts it.
@@ -64,29 +81,46 @@ def make_optimizer(optim: ml_collections.ConfigDict, num_steps: int):
   step also leaves AdamW's own step count, and so the schedule, where it was.
 
   Returns:
-    (optax transformation, learning-rate schedule).
+    (optax transformation, learning-rate schedule of the main parameters).
   """
   decay_steps = optim.decay_steps or num_steps
-  schedule = optax.warmup_cosine_decay_schedule(
-      init_value=0.0,
-      peak_value=optim.learning_rate,
-      warmup_steps=min(optim.warmup_steps, decay_steps - 1),
-      decay_steps=decay_steps,
-      end_value=0.05 * optim.learning_rate,
+  schedule = _warmup_cosine(optim.learning_rate, optim, decay_steps)
+  adamw = lambda rate, decay: optax.adamw(
+      rate, b1=optim.b1, b2=optim.b2, weight_decay=decay
   )
-  inner = optax.chain(
-      optax.clip_by_global_norm(optim.grad_clip_norm),
-      optax.adamw(
-          schedule, b1=optim.b1, b2=optim.b2, weight_decay=optim.weight_decay
-      ),
-  )
+  update = adamw(schedule, optim.weight_decay)
+  if fine_tune:
+    update = optax.multi_transform(
+        {
+            "encoder": adamw(
+                _warmup_cosine(optim.encoder_learning_rate, optim, decay_steps),
+                optim.encoder_weight_decay,
+            ),
+            "segmenter": update,
+        },
+        _encoder_or_segmenter,
+    )
+  inner = optax.chain(optax.clip_by_global_norm(optim.grad_clip_norm), update)
   return (
       optax.apply_if_finite(inner, max_consecutive_errors=2**31 - 1),
       schedule,
   )
 
 
-def _initial_state(config, model, tx, embedding_dim=0) -> TrainState:
+def _encoder_or_segmenter(params):
+  """The `multi_transform` label of every parameter."""
+  return {
+      name: jax.tree.map(
+          lambda _, label="encoder" if name == "encoder" else "segmenter": label,
+          subtree,
+      )
+      for name, subtree in params.items()
+  }
+
+
+def _initial_state(
+    config, model, tx, embedding_dim=0, pretrained=None
+) -> TrainState:
   init_key, dropout_key = jax.random.split(jax.random.key(config.seed))
   params = models.init_params(
       model,
@@ -96,6 +130,8 @@ def _initial_state(config, model, tx, embedding_dim=0) -> TrainState:
       max_tokens=config.tokenizer.max_tokens,
       embedding_dim=embedding_dim,
   )
+  if pretrained is not None:
+    params = {**params, "encoder": pretrained}
   return TrainState.create(
       apply_fn=model.apply,
       params=params,
@@ -104,16 +140,20 @@ def _initial_state(config, model, tx, embedding_dim=0) -> TrainState:
   )
 
 
-def create_train_state(config, model, tx, embedding_dim=0) -> TrainState:
+def create_train_state(
+    config, model, tx, embedding_dim=0, pretrained=None
+) -> TrainState:
   """Initial state on the host, identical on every process (seeded).
 
-  `embedding_dim` is the pretrained encoder's D (pretrained models only).
+  `embedding_dim` is the pretrained encoder's D (frozen pretrained models);
+  `pretrained` the parameters of an encoder fine-tuned inside the model.
   """
-  # Eager initialisation runs op by op: ~10x slower than one jit.
+  # Eager initialisation runs op by op: ~10x slower than one jit. The
+  # pretrained weights are an argument, not a constant folded into it.
   init = jax.jit(
-      functools.partial(_initial_state, config, model, tx, embedding_dim)
+      lambda weights: _initial_state(config, model, tx, embedding_dim, weights)
   )
-  return jax.device_get(init())
+  return jax.device_get(init(pretrained))
 
 
 def abstract_train_state(config, model, tx, embedding_dim=0) -> TrainState:
@@ -155,6 +195,7 @@ def train_step(
         batch["tokens"],
         batch["sentence_mask"],
         batch.get("embeddings"),
+        batch.get("encoder_ids"),
         train=True,
         example_rngs=example_rngs,
     )
@@ -270,25 +311,51 @@ def config_as_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
 # ----------------------------------------------------------------------------
 
 
-def pretrained_embeddings(config, workdir, splits):
-  """The embedding cache holding every sentence of every split.
+class SentenceInputs(NamedTuple):
+  """What the model reads besides hashed tokens, set up from the config.
 
-  Each process encodes its share of the sentences the cache lacks; the
-  others wait at a barrier, then all read every shard.
-
-  Returns:
-    (the cache, the encoder's identity and dimension for the checkpoint).
+  Attributes:
+    encoder: the loaded pretrained encoder (`encoders.Encoder`), or None.
+    embeddings: frozen mode: the embedding cache holding every sentence.
+    encoder_tokenizer: fine-tune mode: the encoder's wordpiece tokenizer.
   """
+
+  encoder: Any = None
+  embeddings: Any = None
+  encoder_tokenizer: Any = None
+
+  def checkpoint_meta(self) -> dict[str, Any] | None:
+    """The encoder's identity and dimension, for the checkpoint metadata."""
+    if self.encoder is None:
+      return None
+    return {**self.encoder.identity, "dim": self.encoder.dim}
+
+
+def sentence_inputs(config, workdir, splits) -> SentenceInputs:
+  """Loads the pretrained encoder the config asks for, if any.
+
+  Frozen, it fills the embedding cache with every sentence of every split:
+  each process encodes its share of the sentences the cache lacks, waits for
+  the others at a barrier, then reads every shard.
+  """
+  if config.model.sentence_encoder != "pretrained":
+    return SentenceInputs()
+  encoder = embedding_cache.load_encoder(config.encoder)
+  if config.encoder.fine_tune:
+    return SentenceInputs(
+        encoder, encoder_tokenizer=data.WordpieceTokenizer(encoder)
+    )
   sentences = (
       sentence
       for documents in splits.values()
       for document in documents
       for sentence in document.sentences
   )
-  cache, identity = embedding_cache.build(
+  cache, _ = embedding_cache.build(
       config.encoder,
       workdir,
       sentences,
+      encoder=encoder,
       process_index=jax.process_index(),
       process_count=jax.process_count(),
       sync=lambda: multihost_utils.sync_global_devices("embedding cache"),
@@ -297,9 +364,9 @@ def pretrained_embeddings(config, workdir, splits):
       "Embedding cache %s: %d sentences of %s",
       cache.folder,
       len(cache),
-      identity["name"],
+      encoder.identity["name"],
   )
-  return cache, {**identity, "dim": cache.dim}
+  return SentenceInputs(encoder, embeddings=cache)
 
 
 def _saved_config(checkpointer: checkpoints.Checkpointer) -> dict | None:
@@ -347,9 +414,7 @@ def train_and_evaluate(
     # -- Input -----------------------------------------------------------------
     splits = data.load_splits(config.data)
     tokenizer = data.Tokenizer(**config.tokenizer)
-    embeddings, encoder_meta = None, None
-    if config.model.sentence_encoder == "pretrained":
-      embeddings, encoder_meta = pretrained_embeddings(config, workdir, splits)
+    inputs = sentence_inputs(config, workdir, splits)
     train_iter = data.make_train_iterator(
         splits["train"],
         tokenizer,
@@ -360,13 +425,15 @@ def train_and_evaluate(
         process_count=jax.process_count(),
         stride=config.data.train_stride or None,
         ignore_index=config.loss.ignore_index,
-        embeddings=embeddings,
+        embeddings=inputs.embeddings,
+        encoder_tokenizer=inputs.encoder_tokenizer,
     )
     eval_batches = functools.partial(
         evaluation.eval_batches,
         config,
         tokenizer=tokenizer,
-        embeddings=embeddings,
+        embeddings=inputs.embeddings,
+        encoder_tokenizer=inputs.encoder_tokenizer,
     )
     dev_batches = eval_batches(splits["dev"])
     # Written once the run is known to start: a run stopped by bad input
@@ -377,16 +444,25 @@ def train_and_evaluate(
       )
 
     # -- Model, loss and optimizer ---------------------------------------------
-    model = models.model_from_config(config)
-    embedding_dim = encoder_meta["dim"] if encoder_meta else 0
+    model = models.model_from_config(config, inputs.encoder)
+    fine_tune = model.encoder is not None
+    embedding_dim = inputs.encoder.dim if inputs.encoder else 0
     loss_fn = losses.create_loss(config.loss)
-    tx, schedule = make_optimizer(config.optim, config.train.num_steps)
+    tx, schedule = make_optimizer(
+        config.optim, config.train.num_steps, fine_tune=fine_tune
+    )
 
     # -- Checkpoints: resume if the workdir has one ----------------------------
     threshold = None
     latest = checkpointer.latest_step()
     if latest is None:
-      host_state = create_train_state(config, model, tx, embedding_dim)
+      host_state = create_train_state(
+          config,
+          model,
+          tx,
+          embedding_dim,
+          inputs.encoder.params if fine_tune else None,
+      )
     else:
       host_state, meta = checkpointer.restore(
           latest,
@@ -432,7 +508,7 @@ def train_and_evaluate(
           "step": step,
           "config": resolved_config,
           "tokenizer": tokenizer.to_dict(),
-          "encoder": encoder_meta,
+          "encoder": inputs.checkpoint_meta(),
           "threshold": threshold,
           "eval": eval_metrics,
       }

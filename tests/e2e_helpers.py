@@ -5,6 +5,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import time
 
 from segjax import config_lib
 from segjax.metric_writers import read_events  # pylint: disable=unused-import
@@ -87,3 +88,39 @@ def cli(config_flag, *args, devices=1):
       devices=devices,
       timeout=600,
   )
+
+
+def start_training(
+    workdir, *args, devices=2, config_flag="--config=configs/boundary.py"
+):
+  """The train command in the background (stdout/stderr piped)."""
+  return subprocess.Popen(
+      train_command(
+          config_flag,
+          f"--workdir={workdir}",
+          "--config.train.log_every=1",
+          *args,
+      ),
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+      cwd=REPO,
+      env=cli_env(devices),
+  )
+
+
+def wait_for_step(workdir, step, process, timeout=300):
+  """Blocks until metrics.jsonl has logged `step` (the run is mid-training)."""
+  deadline = time.time() + timeout
+  metrics = pathlib.Path(workdir) / "metrics.jsonl"
+  while time.time() < deadline:
+    assert process.poll() is None, process.communicate()[1][-3000:]
+    if metrics.exists() and step in train_losses(read_events(workdir)):
+      return
+    time.sleep(0.1)
+  raise TimeoutError(f"step {step} not reached in {timeout} s")
+
+
+def checkpoint_steps(workdir):
+  folder = pathlib.Path(workdir) / "checkpoints"
+  return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())

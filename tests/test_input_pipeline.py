@@ -595,13 +595,28 @@ def test_eval_batches_cover_every_window_once_with_padding_masked():
   assert per_process[1][-1]["example_id"].tolist() == [4, 5, 6, 7]
 
 
-def test_only_the_gathered_rows_are_tokenized():
+class _CountingTokenizer:
+  """TOKENIZER, recording every sentence it is asked to encode."""
+
+  max_tokens = TOKENIZER.max_tokens
+  id_dtype = TOKENIZER.id_dtype
+
+  def __init__(self):
+    self.encoded = []
+
+  def encode(self, sentences):
+    self.encoded += list(sentences)
+    return TOKENIZER.encode(sentences)
+
+
+def test_only_the_gathered_rows_are_tokenized_and_only_once():
   """A process tokenizes the sentences of its own rows, not the corpus."""
   documents = _toy_documents(30)
+  tokenizer = _CountingTokenizer()
   table = data.tokenize_windows(
-      documents, TOKENIZER, max_sentences=5, stride=5, ignore_index=IGNORE
+      documents, tokenizer, max_sentences=5, stride=5, ignore_index=IGNORE
   )
-  assert not table._is_cached.any()  # pylint: disable=protected-access
+  assert not tokenizer.encoded
   batch = data.gather_windows(table, np.array([0, 3]))
   rows = np.concatenate(
       [
@@ -612,11 +627,15 @@ def test_only_the_gathered_rows_are_tokenized():
           for w in (0, 3)
       ]
   )
-  cached = np.flatnonzero(table._is_cached)  # pylint: disable=protected-access
-  assert set(cached) == set(table.sentence_ids[rows])
+  assert sorted(tokenizer.encoded) == sorted(
+      {table.sentences[i] for i in table.sentence_ids[rows]}
+  )
   expected = TOKENIZER.encode(
       [table.sentences[i] for i in table.sentence_ids[rows]]
   )
   np.testing.assert_array_equal(
       batch["tokens"][batch["sentence_mask"]], expected
   )
+  seen = len(tokenizer.encoded)
+  data.gather_windows(table, np.array([3, 0]))
+  assert len(tokenizer.encoded) == seen

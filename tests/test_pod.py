@@ -1,22 +1,22 @@
 """Pod-scale behaviour on one machine: processes, shard_map, preemption, resume."""
 
-import pathlib
 import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from e2e_helpers import (
     REPO,
+    checkpoint_steps,
     cli,
     cli_env,
     read_events,
-    train_command,
+    start_training,
     train_flags,
     train_losses,
+    wait_for_step,
 )
 
 pytestmark = pytest.mark.slow
@@ -96,39 +96,6 @@ def test_pmap_and_shard_map_give_the_same_losses(tmp_path):
   assert sorted(runs["pmap"]) == list(range(1, 7))
   for step, loss in runs["pmap"].items():
     assert runs["shard_map"][step] == pytest.approx(loss, rel=1e-4), step
-
-
-def start_training(workdir, *args, devices=2):
-  return subprocess.Popen(
-      train_command(
-          "--config=configs/boundary.py",
-          f"--workdir={workdir}",
-          "--config.train.log_every=1",
-          *args,
-      ),
-      stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE,
-      text=True,
-      cwd=REPO,
-      env=cli_env(devices),
-  )
-
-
-def wait_for_step(workdir, step, process, timeout=300):
-  """Blocks until metrics.jsonl has logged `step` (the run is mid-training)."""
-  deadline = time.time() + timeout
-  metrics = pathlib.Path(workdir) / "metrics.jsonl"
-  while time.time() < deadline:
-    assert process.poll() is None, process.communicate()[1][-3000:]
-    if metrics.exists() and step in train_losses(read_events(workdir)):
-      return
-    time.sleep(0.1)
-  raise TimeoutError(f"step {step} not reached in {timeout} s")
-
-
-def checkpoint_steps(workdir):
-  folder = pathlib.Path(workdir) / "checkpoints"
-  return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
 
 
 def test_sigterm_saves_exits_zero_and_resumes(tmp_path):

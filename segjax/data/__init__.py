@@ -40,3 +40,4 @@ from segjax.data.splits import hold_out
 from segjax.data.splits import load_splits
 from segjax.data.text import split_sentences
 from segjax.data.text import Tokenizer
+from segjax.data.text import WordpieceTokenizer

@@ -97,6 +97,30 @@ def document_windows(
   ]
 
 
+class _LazyRows:
+  """Token ids per distinct sentence, computed when first needed, then kept.
+
+  The array is `np.zeros`, which pages in lazily, so sentences never
+  gathered (other processes' rows) cost no memory. `tokenizer` has
+  `max_tokens`, `id_dtype` and `encode(sentences) -> [n, max_tokens]`.
+  """
+
+  def __init__(self, tokenizer, num_sentences: int):
+    self._tokenizer = tokenizer
+    self._ids = np.zeros(
+        (num_sentences, tokenizer.max_tokens), tokenizer.id_dtype
+    )
+    self._done = np.zeros(num_sentences, bool)
+
+  def get(self, ids: np.ndarray, sentences: Sequence[str]) -> np.ndarray:
+    missing = np.unique(ids[~self._done[ids]])
+    if missing.size:
+      encoded = self._tokenizer.encode([sentences[i] for i in missing])
+      self._ids[missing] = encoded
+      self._done[missing] = True
+    return self._ids[ids]
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class WindowTable:
   """Every window of a corpus; sentences are tokenized when first gathered.
@@ -120,6 +144,9 @@ class WindowTable:
     embeddings: pretrained sentence vectors (an `EmbeddingCache` holding
       every sentence), or None.
     embedding_rows: `[len(sentences)]` int64 cache row of each sentence.
+    encoder_tokenizer: a pretrained encoder's tokenizer
+      (`text.WordpieceTokenizer`) when the encoder is fine-tuned: batches
+      then carry its `encoder_ids`; or None.
   """
 
   sentences: tuple[str, ...]
@@ -134,17 +161,18 @@ class WindowTable:
   tokenizer: Tokenizer
   embeddings: Any = None
   embedding_rows: np.ndarray | None = None
-  # Token ids of the distinct sentences tokenized so far. np.zeros pages in
-  # lazily, so rows never gathered cost no memory.
-  _token_cache: np.ndarray = dataclasses.field(init=False, repr=False)
-  _is_cached: np.ndarray = dataclasses.field(init=False, repr=False)
+  encoder_tokenizer: Any = None
+  _tokens: _LazyRows = dataclasses.field(init=False, repr=False)
+  _encoder_ids: _LazyRows | None = dataclasses.field(init=False, repr=False)
 
   def __post_init__(self):
-    shape = (len(self.sentences), self.tokenizer.max_tokens)
+    lazy = lambda tokenizer: _LazyRows(tokenizer, len(self.sentences))
+    object.__setattr__(self, "_tokens", lazy(self.tokenizer))
     object.__setattr__(
-        self, "_token_cache", np.zeros(shape, self.tokenizer.id_dtype)
+        self,
+        "_encoder_ids",
+        lazy(self.encoder_tokenizer) if self.encoder_tokenizer else None,
     )
-    object.__setattr__(self, "_is_cached", np.zeros(len(self.sentences), bool))
 
   @property
   def num_windows(self) -> int:
@@ -152,13 +180,11 @@ class WindowTable:
 
   def tokens(self, rows: np.ndarray) -> np.ndarray:
     """Token ids `[len(rows), L]` of sentence rows, tokenizing new ones."""
-    ids = self.sentence_ids[rows]
-    missing = np.unique(ids[~self._is_cached[ids]])
-    if missing.size:
-      encoded = self.tokenizer.encode([self.sentences[i] for i in missing])
-      self._token_cache[missing] = encoded
-      self._is_cached[missing] = True
-    return self._token_cache[ids]
+    return self._tokens.get(self.sentence_ids[rows], self.sentences)
+
+  def encoder_ids(self, rows: np.ndarray) -> np.ndarray:
+    """The pretrained encoder's wordpiece ids `[len(rows), L']` of rows."""
+    return self._encoder_ids.get(self.sentence_ids[rows], self.sentences)
 
 
 def tokenize_windows(
@@ -169,6 +195,7 @@ def tokenize_windows(
     stride: int,
     ignore_index: int,
     embeddings: Any = None,
+    encoder_tokenizer: Any = None,
 ) -> WindowTable:
   """Lists a corpus's windows (see `WindowTable`; tokens come on demand).
 
@@ -222,6 +249,7 @@ def tokenize_windows(
       tokenizer=tokenizer,
       embeddings=embeddings,
       embedding_rows=embedding_rows,
+      encoder_tokenizer=encoder_tokenizer,
   )
 
 
@@ -249,7 +277,8 @@ def gather_windows(table: WindowTable, rows: np.ndarray) -> Batch:
 
   Returns:
     `tokens [b, S, L]` int32, `labels [b, S]` int32, `sentence_mask [b, S]`,
-    and with an embedding cache `embeddings [b, S, D]` float16.
+    with an embedding cache `embeddings [b, S, D]` float16, with an encoder
+    tokenizer `encoder_ids [b, S, L']` int32 (0 = padding).
   """
   rows = np.asarray(rows, np.int64)
   real = rows >= 0
@@ -278,6 +307,12 @@ def gather_windows(table: WindowTable, rows: np.ndarray) -> Batch:
     )
     embeddings[sentence_mask] = table.embeddings.vectors(rows_of)
     batch["embeddings"] = embeddings
+  if table.encoder_tokenizer is not None:
+    encoder_ids = np.zeros(
+        sentence_mask.shape + (table.encoder_tokenizer.max_tokens,), np.int32
+    )
+    encoder_ids[sentence_mask] = table.encoder_ids(flat[sentence_mask])
+    batch["encoder_ids"] = encoder_ids
   return batch
 
 
@@ -333,6 +368,7 @@ def make_train_iterator(
     stride: int | None = None,
     ignore_index: int,
     embeddings: Any = None,
+    encoder_tokenizer: Any = None,
     read_options: grain.ReadOptions | None = None,
 ) -> grain.DatasetIterator:
   """An endless, checkpointable iterator over this process's training batches.
@@ -362,6 +398,8 @@ def make_train_iterator(
     ignore_index: label of ignored positions.
     embeddings: an `EmbeddingCache` holding every sentence: batches then
       also carry `embeddings [b, S, D]` float16.
+    encoder_tokenizer: a `text.WordpieceTokenizer`: batches then also carry
+      `encoder_ids [b, S, L']` (fine-tuning a pretrained encoder).
     read_options: grain prefetching; defaults to one background thread.
 
   Returns:
@@ -376,6 +414,7 @@ def make_train_iterator(
           stride=stride or max_sentences,
           ignore_index=ignore_index,
           embeddings=embeddings,
+          encoder_tokenizer=encoder_tokenizer,
       )
   )
   if not table.num_windows:
@@ -414,6 +453,7 @@ def make_eval_batches(
     process_count: int = 1,
     ignore_index: int,
     embeddings: Any = None,
+    encoder_tokenizer: Any = None,
 ) -> list[Batch]:
   """This process's evaluation batches: every window exactly once globally.
 
@@ -438,6 +478,7 @@ def make_eval_batches(
       stride=stride or max(max_sentences // 2, 1),
       ignore_index=ignore_index,
       embeddings=embeddings,
+      encoder_tokenizer=encoder_tokenizer,
   )
   num_batches = -(-table.num_windows // global_batch_size)
   padded = np.full(num_batches * global_batch_size, -1, np.int64)

@@ -184,3 +184,29 @@ class Tokenizer:
           f" computes {_HASH_NAME!r} and would assign different ids"
       )
     return cls(**settings)
+
+
+@dataclasses.dataclass(frozen=True)
+class WordpieceTokenizer:
+  """A pretrained encoder's tokenizer behind the `Tokenizer` interface.
+
+  `encode` gives the encoder's input ids, [CLS] ... [SEP] truncated at its
+  `max_seq_length` and 0-padded to it (0 is BERT's [PAD], so the attention
+  mask is `ids != 0`). Used when the encoder is fine-tuned and so runs
+  inside the model.
+  """
+
+  encoder: Any
+
+  @property
+  def max_tokens(self) -> int:
+    return self.encoder.max_seq_length
+
+  @property
+  def id_dtype(self) -> np.dtype:
+    vocab = self.encoder.module.config.vocab_size
+    return np.dtype(np.uint16 if vocab <= 1 << 16 else np.int32)
+
+  def encode(self, sentences: Iterable[str]) -> np.ndarray:
+    ids, _ = self.encoder.tokenize(list(sentences), length=self.max_tokens)
+    return ids

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import json
 import pathlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -31,6 +32,16 @@ RESUMABLE_KEYS = (
     "train.eval_batch_size",
     "parallel.mode",
 )
+
+
+# A run's resolved config, written into its workdir by the trainer.
+RUN_CONFIG_FILE = "config.json"
+
+
+def saved_run_config(workdir: str | pathlib.Path) -> dict[str, Any] | None:
+  """The resolved config a workdir's run was started with, or None."""
+  path = pathlib.Path(workdir) / RUN_CONFIG_FILE
+  return json.loads(path.read_text()) if path.is_file() else None
 
 
 class ConfigError(ValueError):

@@ -27,6 +27,7 @@ from absl import flags
 import ml_collections
 
 from segjax import baselines
+from segjax import config_lib
 from segjax import data
 from segjax import encoders
 from segjax import evaluation
@@ -52,8 +53,6 @@ _BASELINE = flags.DEFINE_enum(
     ["none", *baselines.NAMES],
     "Score this baseline instead of the model (--checkpoint does not apply).",
 )
-# Written by the trainer at the start of every run.
-CONFIG_FILE = "config.json"
 
 
 def format_table(scores: dict[str, Any]) -> str:
@@ -72,10 +71,13 @@ def run_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
   Raises:
     FileNotFoundError: the workdir holds no config.json.
   """
-  path = pathlib.Path(workdir) / CONFIG_FILE
-  if not path.is_file():
-    raise FileNotFoundError(f"{path}: no such file (not a training run?)")
-  return ml_collections.ConfigDict(json.loads(path.read_text()))
+  saved = config_lib.saved_run_config(workdir)
+  if saved is None:
+    raise FileNotFoundError(
+        f"{pathlib.Path(workdir) / config_lib.RUN_CONFIG_FILE}: no such file"
+        " (not a training run?)"
+    )
+  return ml_collections.ConfigDict(saved)
 
 
 def baseline_scores(

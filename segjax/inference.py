@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import pathlib
 from typing import Any
 
@@ -15,6 +14,7 @@ import jax
 import ml_collections
 
 from segjax import checkpoints
+from segjax import config_lib
 from segjax import data
 from segjax import embedding_cache
 from segjax import encoders
@@ -96,12 +96,13 @@ def restore_trained_model(
     FileNotFoundError: the workdir has no (such) checkpoint.
   """
   workdir = pathlib.Path(workdir)
-  config_file = workdir / "config.json"
-  if not (workdir / "checkpoints").is_dir() or not config_file.is_file():
+  saved = config_lib.saved_run_config(workdir)
+  if not (workdir / "checkpoints").is_dir() or saved is None:
     raise FileNotFoundError(
-        f"{workdir} is not a training run (no checkpoints/ or config.json)"
+        f"{workdir} is not a training run (no checkpoints/ or "
+        f"{config_lib.RUN_CONFIG_FILE})"
     )
-  run = json.loads(config_file.read_text())["train"]
+  run = saved["train"]
   checkpointer = checkpoints.Checkpointer(
       workdir, best_metric=run["best_metric"], best_mode=run["best_mode"]
   )

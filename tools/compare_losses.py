@@ -230,8 +230,7 @@ def check_workdir(
   The trainer would silently resume such a run; a comparison must not mix
   runs made with different settings.
   """
-  path = workdir / "config.json"
-  stored = json.loads(path.read_text()) if path.is_file() else None
+  stored = config_lib.saved_run_config(workdir)
   if stored is not None and stored != trainer.config_as_json(config):
     raise CompareError(
         f"{workdir} holds a run of a different config; remove it or pass "

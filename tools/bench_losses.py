@@ -27,6 +27,7 @@ import argparse
 import functools
 import json
 import pathlib
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -157,7 +158,9 @@ def main():
       help="also time this copy of segjax/losses.py (an older revision, or a "
       "variant being tried), interleaved with the package's",
   )
-  parser.add_argument("--losses_label", default="before")
+  parser.add_argument(
+      "--losses_label", default="before", help="the name of its rows"
+  )
   parser.add_argument(
       "--torch_python",
       metavar="PYTHON",
@@ -202,14 +205,15 @@ def main():
           f"{torch['seconds'] / ours_seconds:.1f}x faster than eager PyTorch "
           "(same inputs, same loss value)."
       )
-  command = " ".join(["python tools/bench_losses.py", *sys.argv[1:]])
+  command = shlex.join(["python", "tools/bench_losses.py", *sys.argv[1:]])
   body = bench_report.table_section(
       "Losses: jitted forward + backward (`tools/bench_losses.py`)",
       f"`{command}`: median of {args.repeats} interleaved repeats; "
       "boundary-aware with label smoothing, class weights, entropy, "
       "boundary weight 2 (radius 1), consistency and confidence terms all on. "
       "Goals: boundary_aware at most 1.5x the optax baseline at C = 2 and 3x "
-      "at C = 5, and at least 5x faster than eager PyTorch. XLA temp is the "
+      "at C = 5, and at least 5x faster than eager PyTorch at C = 2. XLA "
+      "temp is the "
       "scratch memory XLA allocates for one call. " + " ".join(notes),
       [
           "shape [B, T, C]",

@@ -30,6 +30,7 @@ RESUMABLE_KEYS = (
     "train.checkpoint_every",
     "train.keep_checkpoints",
     "train.eval_batch_size",
+    "train.max_consecutive_skipped",
     "parallel.mode",
 )
 
@@ -64,6 +65,10 @@ def check_choice(key: str, value: Any, choices: Iterable[str]) -> None:
   raise ConfigError(
       f"{key}={value!r} is invalid: valid values: {', '.join(choices)}{hint}"
   )
+
+
+def check_bool(key: str, value: Any) -> None:
+  check(isinstance(value, bool), key, value, "must be True or False")
 
 
 def check_int(key: str, value: Any, minimum: int) -> None:
@@ -260,12 +265,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   t = config.tokenizer
   check_int("tokenizer.num_buckets", t.num_buckets, 2)
   check_int("tokenizer.max_tokens", t.max_tokens, 1)
-  check(
-      isinstance(t.lowercase, bool),
-      "tokenizer.lowercase",
-      t.lowercase,
-      "must be True or False",
-  )
+  check_bool("tokenizer.lowercase", t.lowercase)
 
   m = config.model
   check_choice(
@@ -278,12 +278,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   check_int("model.token_layers", m.token_layers, 0)
   for key in ("embed_dim", "hidden_dim", "num_layers"):
     check_int(f"model.{key}", m[key], 1)
-  check(
-      isinstance(m.semantic_cohesion, bool),
-      "model.semantic_cohesion",
-      m.semantic_cohesion,
-      "must be True or False",
-  )
+  check_bool("model.semantic_cohesion", m.semantic_cohesion)
 
   e = config.encoder
   check(
@@ -295,12 +290,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   check_int("encoder.max_tokens", e.max_tokens, 0)
   check_int("encoder.num_layers", e.num_layers, 0)
   check_int("encoder.batch_size", e.batch_size, 1)
-  check(
-      isinstance(e.fine_tune, bool),
-      "encoder.fine_tune",
-      e.fine_tune,
-      "must be True or False",
-  )
+  check_bool("encoder.fine_tune", e.fine_tune)
   check_int("model.num_heads", m.num_heads, 1)
   check_int("model.mlp_dim", m.mlp_dim, 1)
   check_int("model.cohesion_window", m.cohesion_window, 0)
@@ -317,24 +307,14 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       "must be in [0, 1)",
   )
 
-  losses.validate_loss_config(config.loss)
+  # Out-of-range warnings come once, from `create_loss` building the loss.
+  losses.validate_loss_config(config.loss, warn=False)
 
   o = config.optim
-  check(o.learning_rate > 0, "optim.learning_rate", o.learning_rate, "> 0")
-  check(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, ">= 0")
-  check(o.grad_clip_norm > 0, "optim.grad_clip_norm", o.grad_clip_norm, "> 0")
-  check(
-      o.encoder_learning_rate > 0,
-      "optim.encoder_learning_rate",
-      o.encoder_learning_rate,
-      "> 0",
-  )
-  check(
-      o.encoder_weight_decay >= 0,
-      "optim.encoder_weight_decay",
-      o.encoder_weight_decay,
-      ">= 0",
-  )
+  for key in ("learning_rate", "encoder_learning_rate", "grad_clip_norm"):
+    check(o[key] > 0, f"optim.{key}", o[key], "must be > 0")
+  for key in ("weight_decay", "encoder_weight_decay"):
+    check(o[key] >= 0, f"optim.{key}", o[key], "must be >= 0")
   for key in ("b1", "b2"):
     check(0 <= o[key] < 1, f"optim.{key}", o[key], "must be in [0, 1)")
   check_int("optim.warmup_steps", o.warmup_steps, 0)
@@ -349,6 +329,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       "eval_every",
       "checkpoint_every",
       "keep_checkpoints",
+      "max_consecutive_skipped",
   ):
     check_int(f"train.{key}", tr[key], 1)
   check_choice("train.best_metric", tr.best_metric, evaluation.EVAL_METRICS)

@@ -15,6 +15,7 @@ import numpy as np
 
 from segjax import data
 from segjax import metrics
+from segjax import models
 from segjax import parallel as parallel_lib
 
 MODEL_INPUTS = (
@@ -53,10 +54,7 @@ def make_eval_step(model, loss_fn, ignore_index: int) -> Callable:
   def eval_step(params, batch):
     logits = model.apply(
         {"params": params},
-        batch["tokens"],
-        batch["sentence_mask"],
-        batch.get("embeddings"),
-        batch.get("encoder_ids"),
+        *models.batch_inputs(batch),
         train=False,
     )
     loss, _ = loss_fn(logits, batch["labels"], axis_name=parallel_lib.AXIS)
@@ -135,6 +133,15 @@ def predict_documents(
       data.document_lengths(documents),
   )
   return per_document, loss_sum / max(token_sum, 1)
+
+
+def non_finite_documents(document_probs: Sequence[np.ndarray]) -> int:
+  """How many documents have a NaN or inf boundary probability.
+
+  A model whose weights diverged predicts NaN everywhere; its scores would
+  still look like numbers (every comparison with NaN is False: no boundary).
+  """
+  return sum(not np.isfinite(probs).all() for probs in document_probs)
 
 
 def _pad_to_bucket(x: np.ndarray, multiple: int = 64) -> np.ndarray:

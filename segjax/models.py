@@ -837,6 +837,16 @@ def init_params(
   return variables["params"]
 
 
+def batch_inputs(batch: Mapping[str, Any]) -> tuple[Any, ...]:
+  """The positional inputs of `SegmentationModel` from a pipeline batch."""
+  return (
+      batch["tokens"],
+      batch["sentence_mask"],
+      batch.get("embeddings"),
+      batch.get("encoder_ids"),
+  )
+
+
 def count_params(params: Any) -> int:
   """Number of scalars in a parameter tree."""
   return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))

@@ -19,3 +19,27 @@ os.environ.setdefault(
 )
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+
+import pytest  # pylint: disable=g-import-not-at-top,g-bad-import-order
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+  """A tiny finished run (8 steps of `:smoke`), shared read-only by the
+  evaluate, segment and Segmenter tests."""
+  from e2e_helpers import tiny_config  # pylint: disable=g-import-not-at-top
+  from segjax import trainer  # pylint: disable=g-import-not-at-top
+
+  workdir = tmp_path_factory.mktemp("trained")
+  trainer.train_and_evaluate(
+      tiny_config(
+          **{
+              "train.num_steps": 8,
+              "train.eval_every": 4,
+              "train.checkpoint_every": 4,
+          }
+      ),
+      workdir,
+  )
+  return workdir

@@ -6,28 +6,15 @@ import numpy as np
 import pytest
 
 import segjax
-from e2e_helpers import tiny_config
 from segjax import data
 from segjax import decoding
-from segjax import trainer
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def segmenter(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp("run")
-  trainer.train_and_evaluate(
-      tiny_config(
-          **{
-              "train.num_steps": 6,
-              "train.eval_every": 6,
-              "train.checkpoint_every": 6,
-          }
-      ),
-      workdir,
-  )
-  return segjax.Segmenter.from_workdir(workdir)
+def segmenter(trained_run):
+  return segjax.Segmenter.from_workdir(trained_run)
 
 
 def _documents(n=5):

@@ -303,28 +303,11 @@ def test_train_step_gradient_does_not_depend_on_device_count(mode):
   )
 
 
-@pytest.fixture(scope="module")
-def trained_workdir(tmp_path_factory):
-  """A tiny finished run, shared by the evaluate and segment tests."""
-  workdir = tmp_path_factory.mktemp("trained")
-  train.train_and_evaluate(
-      tiny_config(
-          **{
-              "train.num_steps": 8,
-              "train.eval_every": 4,
-              "train.checkpoint_every": 4,
-          }
-      ),
-      workdir,
-  )
-  return workdir
-
-
 @pytest.mark.slow
-def test_evaluate_prints_every_metric_of_the_best_checkpoint(trained_workdir):
+def test_evaluate_prints_every_metric_of_the_best_checkpoint(trained_run):
   result = run_module(
       "segjax.evaluate",
-      f"--workdir={trained_workdir}",
+      f"--workdir={trained_run}",
       "--split=test",
       "--format=json",
   )
@@ -340,29 +323,27 @@ def test_evaluate_prints_every_metric_of_the_best_checkpoint(trained_workdir):
       "threshold",
   ):
     assert isinstance(scores[key], float), key
-  best = next(
-      e for e in reversed(read_events(trained_workdir)) if "test_pk" in e
-  )
+  best = next(e for e in reversed(read_events(trained_run)) if "test_pk" in e)
   # The same checkpoint, threshold and documents as the trainer's own test
   # evaluation give the same numbers.
   assert scores["step"] == best["best_step"]
   assert scores["pk"] == pytest.approx(best["test_pk"], abs=1e-6)
   assert scores["threshold"] == pytest.approx(best["test_threshold"])
   table = run_module(
-      "segjax.evaluate", f"--workdir={trained_workdir}", "--split=dev"
+      "segjax.evaluate", f"--workdir={trained_run}", "--split=dev"
   )
   assert table.returncode == 0 and "window_diff" in table.stdout
 
 
 @pytest.mark.slow
-def test_segment_splits_raw_text_at_predicted_boundaries(trained_workdir):
+def test_segment_splits_raw_text_at_predicted_boundaries(trained_run):
   text = (
       "The cat sat on the mat. It was warm there.\n\n"
       "Stocks fell sharply today. Investors were worried.\n"
   )
   result = run_module(
       "segjax.segment",
-      f"--workdir={trained_workdir}",
+      f"--workdir={trained_run}",
       "--format=json",
       "--threshold=0.0",
       "-",
@@ -381,7 +362,7 @@ def test_segment_splits_raw_text_at_predicted_boundaries(trained_workdir):
   assert out["segments"] == [[s] for s in out["sentences"]]
   plain = run_module(
       "segjax.segment",
-      f"--workdir={trained_workdir}",
+      f"--workdir={trained_run}",
       "--one_per_line",
       "--threshold=1.0",
       "-",

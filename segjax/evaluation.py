@@ -28,7 +28,7 @@ MODEL_INPUTS = (
 )
 # What `score_documents` returns besides counts and the threshold, and the
 # mean loss: the dev metrics (prefixed `val_`) a run can rank checkpoints by.
-SCORE_METRICS = (
+SEGMENTATION_METRICS = (
     "pk",
     "window_diff",
     "boundary_f1",
@@ -37,9 +37,8 @@ SCORE_METRICS = (
     "boundary_recall",
     "complete_segments",
     "macro_f1",
-    "ece",
-    "brier",
 )
+SCORE_METRICS = SEGMENTATION_METRICS + ("ece", "brier")
 EVAL_METRICS = tuple(f"val_{k}" for k in ("loss",) + SCORE_METRICS)
 
 

@@ -35,6 +35,8 @@ import jax.numpy as jnp
 from absl import logging
 from jax.experimental import checkify
 
+from segjax import config_lib
+
 LossFn = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
 Pairs = dict[str, tuple[jax.Array, jax.Array]]
 
@@ -501,8 +503,8 @@ RECOMMENDED_RANGES = {
 }
 
 
-class LossConfigError(ValueError):
-  """A loss configuration that cannot be built; the message names the key."""
+# The one config error type; this name stays for callers of the losses alone.
+LossConfigError = config_lib.ConfigError
 
 
 def _as_dict(loss_config: Any) -> dict[str, Any]:
@@ -512,14 +514,15 @@ def _as_dict(loss_config: Any) -> dict[str, Any]:
 
 
 def _require(condition: bool, key: str, value: Any, rule: str) -> None:
-  if not condition:
-    raise LossConfigError(f"loss.{key}={value!r} is invalid: {rule}")
+  config_lib.check(condition, f"loss.{key}", value, rule)
 
 
 def validate_loss_config(
-    loss_config: Mapping[str, Any] | Any,
+    loss_config: Mapping[str, Any] | Any, *, warn: bool = True
 ) -> dict[str, Any]:
   """Checks a `loss` config section and returns it as a plain dict.
+
+  With `warn`, values outside `RECOMMENDED_RANGES` log a warning.
 
   Raises:
     LossConfigError: unknown `type`, a key the chosen loss does not take, a
@@ -527,11 +530,7 @@ def validate_loss_config(
   """
   cfg = _as_dict(loss_config)
   loss_type = cfg.get("type")
-  if loss_type not in LOSS_FUNCTIONS:
-    raise LossConfigError(
-        f"loss.type={loss_type!r} is unknown; valid types: "
-        f"{', '.join(sorted(LOSS_FUNCTIONS))}"
-    )
+  config_lib.check_choice("loss.type", loss_type, LOSS_FUNCTIONS)
   allowed = (
       ("type",)
       + COMMON_KEYS
@@ -621,7 +620,7 @@ def validate_loss_config(
     _require(cfg[key] >= 0.0, key, cfg[key], "must be >= 0")
 
   for key, (low, high) in RECOMMENDED_RANGES.items():
-    if key in cfg and not low <= cfg[key] <= high:
+    if warn and key in cfg and not low <= cfg[key] <= high:
       logging.warning(
           "loss.%s=%s is outside the recommended range [%s, %s]",
           key,
@@ -671,7 +670,10 @@ def with_value_checks(
 
 
 def create_loss(
-    loss_config: Mapping[str, Any] | Any, *, debug_checks: bool = False
+    loss_config: Mapping[str, Any] | Any,
+    *,
+    debug_checks: bool = False,
+    warn: bool = True,
 ) -> LossFn:
   """Builds `fn(logits, labels, axis_name=None) -> (loss, aux)` from a config.
 
@@ -680,8 +682,9 @@ def create_loss(
       in {"cross_entropy", "boundary_aware"} and exactly that loss's keys.
     debug_checks: add run-time value checks (`with_value_checks`); off by
       default because they force a host sync on every call.
+    warn: warn of values outside the recommended ranges.
   """
-  cfg = validate_loss_config(loss_config)
+  cfg = validate_loss_config(loss_config, warn=warn)
   loss_fn = functools.partial(
       LOSS_FUNCTIONS[cfg["type"]], **loss_hyperparameters(cfg)
   )

@@ -336,6 +336,52 @@ def test_evaluate_prints_every_metric_of_the_best_checkpoint(trained_run):
 
 
 @pytest.mark.slow
+def test_evaluate_scores_another_dataset_and_constrained_decoding(
+    trained_run, tmp_path
+):
+  # The cross-domain protocol: the pydoc model on a Choi-format dataset.
+  documents = train.data.pydoc_documents("dev", 6)
+  for split in ("train", "test"):
+    train.data.write_choi_dir(documents, tmp_path / "choi" / split)
+  other = run_module(
+      "segjax.evaluate",
+      f"--workdir={trained_run}",
+      "--data_source=choi",
+      f"--data_path={tmp_path / 'choi'}",
+      "--format=json",
+  )
+  assert other.returncode == 0, other.stderr[-3000:]
+  assert json.loads(other.stdout)["num_documents"] == 6
+  constrained = run_module(
+      "segjax.evaluate",
+      f"--workdir={trained_run}",
+      "--min_segment_sentences=2",
+      "--max_segment_sentences=4",
+      "--format=json",
+  )
+  assert constrained.returncode == 0, constrained.stderr[-3000:]
+  scores = json.loads(constrained.stdout)
+  plain = json.loads(
+      run_module(
+          "segjax.evaluate", f"--workdir={trained_run}", "--format=json"
+      ).stdout
+  )
+  # Calibration is the probabilities'; the segmentation is the decoder's.
+  assert scores["ece"] == plain["ece"]
+  assert scores["boundary_precision"] != plain["boundary_precision"]
+  bad = run_module(
+      "segjax.evaluate",
+      f"--workdir={trained_run}",
+      "--min_segment_sentences=5",
+      "--max_segment_sentences=2",
+  )
+  assert bad.returncode == 1
+  assert (
+      bad.stderr.strip().splitlines()[-1].startswith("segjax.evaluate: error:")
+  )
+
+
+@pytest.mark.slow
 def test_segment_splits_raw_text_at_predicted_boundaries(trained_run):
   text = (
       "The cat sat on the mat. It was warm there.\n\n"

@@ -13,6 +13,7 @@ Typical use (what the trainer does):
 
 from segjax.data.documents import choi_text
 from segjax.data.documents import DataError
+from segjax.data.documents import decode_text
 from segjax.data.documents import detect_format
 from segjax.data.documents import Document
 from segjax.data.documents import read_choi_dir
@@ -38,6 +39,7 @@ from segjax.data.pipeline import WindowTable
 from segjax.data.pydoc_corpus import pydoc_documents
 from segjax.data.splits import hold_out
 from segjax.data.splits import load_splits
+from segjax.data.splits import SOURCES
 from segjax.data.text import split_sentences
 from segjax.data.text import Tokenizer
 from segjax.data.text import WordpieceTokenizer

@@ -17,23 +17,15 @@ from segjax import data
 from segjax import metric_writers
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-# Tiny runs: 6 steps, dev and test of 24 documents each.
+# Tiny runs: `:smoke` for 6 steps, dev and test of 24 documents each.
+CONFIGS = "configs/cross_entropy.py:smoke,configs/boundary.py:smoke"
+LABELS = ("cross_entropy:smoke", "boundary:smoke")
 TINY_SETS = (
     "data.max_documents=24",
-    "data.max_sentences=32",
-    "tokenizer.num_buckets=4096",
-    "tokenizer.max_tokens=16",
-    "model.embed_dim=16",
-    "model.hidden_dim=32",
-    "model.mlp_dim=32",
-    "model.num_layers=1",
-    "model.num_heads=2",
     "train.num_steps=6",
     "train.eval_every=3",
     "train.log_every=3",
     "train.checkpoint_every=3",
-    "train.batch_size=8",
-    "optim.warmup_steps=2",
 )
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -45,6 +37,8 @@ def tiny_argv(output, *extra):
   argv = [
       "--output",
       str(output),
+      "--configs",
+      CONFIGS,
       "--seeds",
       "2",
       "--texttiling_w",
@@ -83,7 +77,7 @@ def test_markdown_has_a_row_of_numbers_per_config_and_baseline(comparison):
   markdown = (output / "comparison.md").read_text()
   rows = {row[0]: row[1:] for row in table_rows(markdown, "## Test set")}
   names = list(rows)
-  assert names[:2] == ["**cross_entropy**", "**boundary**"]
+  assert names[:2] == [f"**{label}**" for label in LABELS]
   assert names[2] == "baseline: no boundaries"
   assert re.fullmatch(r"baseline: evenly spaced \(every \d+\)", names[3])
   assert re.fullmatch(r"baseline: TextTiling \(w=\d+, k=\d+\)", names[4])
@@ -98,10 +92,10 @@ def test_markdown_has_a_row_of_numbers_per_config_and_baseline(comparison):
   assert "(↓)" in markdown.split("## Test set", 1)[1].splitlines()[2]
   per_seed = table_rows(markdown, "## Per seed")
   assert [(r[0], r[1]) for r in per_seed] == [
-      ("cross_entropy", "0"),
-      ("cross_entropy", "1"),
-      ("boundary", "0"),
-      ("boundary", "1"),
+      (LABELS[0], "0"),
+      (LABELS[0], "1"),
+      (LABELS[1], "0"),
+      (LABELS[1], "1"),
   ]
   assert "Machine:" in markdown and "train.num_steps=6" in markdown
 
@@ -121,8 +115,8 @@ def test_json_holds_runs_curves_and_calibration(comparison):
   report = json.loads((output / "comparison.json").read_text())
   assert report["dataset"]["documents"] == {"train": 24, "dev": 24, "test": 24}
   assert report["seeds"] == [0, 1]
-  assert report["overrides"]["train.num_steps"] == 6
-  for label in ("cross_entropy", "boundary"):
+  assert "train.num_steps=6" in report["overrides"]
+  for label in LABELS:
     config = report["configs"][label]
     assert [r["seed"] for r in config["runs"]] == [0, 1]
     for run in config["runs"]:
@@ -204,18 +198,18 @@ def test_a_run_without_saved_bins_is_scored_again_not_retrained(
 ):
   output, _ = comparison
   workdir = tmp_path / "seed0"
-  shutil.copytree(output / "runs" / "boundary" / "seed0", workdir)
+  shutil.copytree(output / "runs" / "boundary_smoke" / "seed0", workdir)
   saved = json.loads((workdir / tool.trainer.CALIBRATION_FILE).read_text())
   # As the runs trained before the trainer saved the bins.
   (workdir / tool.trainer.CALIBRATION_FILE).unlink()
   trained = metric_writers.read_events(workdir)
   overrides = tool.run_overrides(tool.parse_args(tiny_argv(tmp_path)))
-  config = tool.build_config("configs/boundary.py", overrides, seed=0)
+  config = tool.build_config("configs/boundary.py:smoke", overrides, seed=0)
   event, wall, reused = tool.train_or_reuse(config, workdir)
   assert not reused
   first = json.loads((output / "comparison.json").read_text())
   assert wall == pytest.approx(
-      first["configs"]["boundary"]["runs"][0]["wall_seconds"]
+      first["configs"][LABELS[1]]["runs"][0]["wall_seconds"]
   )
   again = json.loads((workdir / tool.trainer.CALIBRATION_FILE).read_text())
   assert again["best_step"] == saved["best_step"]

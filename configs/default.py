@@ -134,6 +134,8 @@ def get_config() -> ml_collections.ConfigDict:
   tr.eval_every = 100  # int >= 1: steps per dev evaluation
   tr.checkpoint_every = 100  # int >= 1: steps per checkpoint
   tr.keep_checkpoints = 2  # int >= 1: latest checkpoints kept (plus the best)
+  # int >= 1: updates skipped in a row (non-finite gradients) that stop a run
+  tr.max_consecutive_skipped = 10
   # The dev metric that ranks checkpoints (`evaluation.EVAL_METRICS`).
   tr.best_metric = "val_window_diff"
   tr.best_mode = "min"  # min | max: whether lower best_metric is better

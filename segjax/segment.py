@@ -13,15 +13,19 @@ object with `sentences`, `boundary_probabilities`, `threshold` and `segments`.
 from __future__ import annotations
 
 import json
+import pathlib
 import sys
 
 from absl import app
 from absl import flags
 import numpy as np
 
+from segjax import checkpoints
 from segjax import data
 from segjax import encoders
 from segjax import inference
+from segjax import metric_writers
+from segjax.sentences import LONG_SENTENCE_WORDS
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training run's workdir.")
 _FORMAT = flags.DEFINE_enum(
@@ -55,13 +59,36 @@ def segments_from_probabilities(
 
 
 def read_input(path: str) -> str:
+  """The UTF-8 text of `path` or, for "-", standard input.
+
+  Raises:
+    OSError: `path` cannot be read.
+    data.DataError: not UTF-8 (names the input and the line).
+  """
   if path == "-":
-    return sys.stdin.read()
-  with open(path, encoding="utf-8") as f:
-    return f.read()
+    return data.decode_text(sys.stdin.buffer.read(), "<stdin>")
+  return data.decode_text(pathlib.Path(path).read_bytes(), path)
+
+
+def long_sentence_hint(sentences: list[str], source: str) -> str | None:
+  """A hint at --one_per_line when some "sentence" is implausibly long.
+
+  Text without sentence punctuation (lists, tables, one item per line)
+  comes out of the sentence splitter as a few enormous "sentences".
+  """
+  words = [len(s.split()) for s in sentences]
+  long = sum(n > LONG_SENTENCE_WORDS for n in words)
+  if not long:
+    return None
+  return (
+      f"{long} of {len(sentences)} sentences of {source} have more than "
+      f"{LONG_SENTENCE_WORDS} words (the longest {max(words)}); if it has one "
+      "sentence or item per line, pass --one_per_line"
+  )
 
 
 def main(argv):
+  metric_writers.quiet_library_logs()
   if len(argv) != 2:
     raise app.UsageError("give one input FILE, or - for standard input")
   if not _WORKDIR.value:
@@ -69,15 +96,29 @@ def main(argv):
   try:
     text = read_input(argv[1])
     trained = inference.restore_trained_model(_WORKDIR.value, _CHECKPOINT.value)
-  except (OSError, UnicodeDecodeError, encoders.LoadError) as e:
+  except (
+      OSError,
+      data.DataError,
+      encoders.LoadError,
+      checkpoints.CheckpointError,
+  ) as e:
     sys.exit(f"segjax.segment: error: {e}")
   sentences = data.split_sentences(text, one_per_line=_ONE_PER_LINE.value)
   if not sentences:
     sys.exit(f"segjax.segment: error: no sentence in {argv[1]}")
+  if not _ONE_PER_LINE.value and (
+      hint := long_sentence_hint(
+          sentences, "standard input" if argv[1] == "-" else argv[1]
+      )
+  ):
+    print(f"segjax.segment: warning: {hint}", file=sys.stderr)
   threshold = (
       _THRESHOLD.value if _THRESHOLD.value is not None else trained.threshold
   )
-  (probs,), _ = trained.predict([data.Document.from_sentences(sentences)])
+  try:
+    (probs,), _ = trained.predict([data.Document.from_sentences(sentences)])
+  except inference.NonFiniteOutput as e:
+    sys.exit(f"segjax.segment: error: {e}")
   segments = segments_from_probabilities(sentences, probs, threshold)
   if _FORMAT.value == "json":
     print(

@@ -21,6 +21,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from segjax import checkpoints
 from segjax import config_lib
 from segjax import data
 from segjax import metric_writers
@@ -101,7 +102,13 @@ def main(argv: list[str]) -> None:
   start = time.time()
   try:
     results = trainer.train_and_evaluate(_CONFIG.value, workdir)
-  except (config_lib.ConfigError, data.DataError) as e:
+  except (
+      config_lib.ConfigError,
+      data.DataError,
+      checkpoints.CheckpointError,
+      metric_writers.WriteError,
+      trainer.TrainingDiverged,
+  ) as e:
     sys.exit(f"segjax.train: error: {e}")
   logging.info(
       "Finished in %.0f s; outputs in %s", time.time() - start, workdir

@@ -33,14 +33,15 @@ from segjax import metric_writers
 from segjax import models
 from segjax import parallel as parallel_lib
 
-# Queued collectives on forced CPU devices can deadlock; block at least this
-# often (ECOSYSTEM notes: ~70 queued all-reduce steps hung).
-MAX_QUEUED_STEPS = 25
 # The best checkpoint's test reliability-diagram bins, written at the end
 # (`evaluation.calibration_bins` plus `best_step`).
 CALIBRATION_FILE = "test_calibration.json"
 # Metrics logged as their latest value rather than the interval mean.
-LATEST_VALUE_METRICS = ("learning_rate", "skipped_steps")
+LATEST_VALUE_METRICS = ("learning_rate", "skipped_steps", "skipped_in_a_row")
+
+
+class TrainingDiverged(RuntimeError):
+  """Training produced non-finite values; names the last good checkpoint."""
 
 
 class TrainState(train_state.TrainState):
@@ -192,10 +193,7 @@ def train_step(
   def loss_of(params):
     logits = model.apply(
         {"params": params},
-        batch["tokens"],
-        batch["sentence_mask"],
-        batch.get("embeddings"),
-        batch.get("encoder_ids"),
+        *models.batch_inputs(batch),
         train=True,
         example_rngs=example_rngs,
     )
@@ -213,6 +211,7 @@ def train_step(
   )
   metrics["learning_rate"] = schedule(state.step)
   metrics["skipped_steps"] = new_state.opt_state.total_notfinite
+  metrics["skipped_in_a_row"] = new_state.opt_state.notfinite_count
   return new_state, metrics
 
 
@@ -250,6 +249,104 @@ class PreemptionWatcher:
   def close(self) -> None:
     if not self._multi_process:
       signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def divergence_error(
+    checkpointer: checkpoints.Checkpointer, what: str, bad_from: int
+) -> TrainingDiverged:
+  """The error that stops a diverged run, naming the last good checkpoint.
+
+  The checkpoints from step `bad_from` on hold the parameters that diverged
+  (saved before it showed): they are set aside, so that neither a rerun nor
+  `evaluate` restores them.
+  """
+  checkpointer.wait()
+  steps = checkpointer.all_steps()
+  diverged = [s for s in steps if s >= bad_from]
+  good = [s for s in steps if s < bad_from]
+  checkpointer.set_aside(diverged, "diverged")
+  return TrainingDiverged(
+      f"training diverged: {what}; "
+      + (
+          f"the last good checkpoint is step {good[-1]} in "
+          f"{checkpointer.directory}"
+          if good
+          else "no checkpoint was saved before it"
+      )
+      + (f" (set aside: steps {diverged})" if diverged else "")
+      + "; lower optim.learning_rate or optim.grad_clip_norm, in a new"
+      " --workdir"
+  )
+
+
+class SkipWatch:
+  """Reports the updates `apply_if_finite` skipped; stops a run that diverged.
+
+  Each step's counters are read one step late, while the next step runs, so
+  watching stalls nothing (and no more than two steps are ever queued:
+  queued collectives on forced CPU devices can deadlock, see ECOSYSTEM).
+  `settle` reads the latest step's, before a save or an evaluation. Each
+  skipped step is logged when it is read; `max_in_a_row` skipped in a row
+  stop the run with `TrainingDiverged`.
+
+  Skipped updates leave the parameters as they were, so a state saved
+  during a run of them (at the end, or when preempted) is a state from
+  before it: kept if the run recovers, set aside (`bad_from`) if it diverges.
+  """
+
+  def __init__(self, parallel, checkpointer, max_in_a_row: int):
+    self._parallel = parallel
+    self._checkpointer = checkpointer
+    self._max = max_in_a_row
+    self._unread = None  # (step, metrics) of the latest step, not read yet
+    self.in_a_row = 0  # updates skipped in a row up to the last step read
+
+  def bad_from(self, step: int) -> int:
+    """The first step whose parameters are suspect if `step`'s state is bad.
+
+    Within a run of skipped updates that is the step before the run: its
+    parameters gave the first non-finite gradients and are still in use.
+    """
+    return step - self.in_a_row if self.in_a_row else step
+
+  def add(self, step: int, metrics: dict[str, jax.Array]) -> None:
+    """Takes a dispatched step's metrics; reads the previous step's."""
+    previous, self._unread = self._unread, (step, metrics)
+    if previous is not None:
+      self._read(*previous)
+
+  def settle(self) -> None:
+    """Reads the latest step's counters (waits for the step)."""
+    if self._unread is not None:
+      self._read(*self._unread)
+      self._unread = None
+
+  def _read(self, step: int, metrics: dict[str, jax.Array]) -> None:
+    keys = ("skipped_in_a_row", "train_loss", "grad_norm", "learning_rate")
+    values = self._parallel.replicated_value({k: metrics[k] for k in keys})
+    self.in_a_row = int(values["skipped_in_a_row"])
+    if not self.in_a_row:
+      return
+    logging.warning(
+        "step %d: update skipped, non-finite gradients (train_loss=%s "
+        "grad_norm=%s); %d in a row, the run stops at "
+        "train.max_consecutive_skipped=%d",
+        step,
+        values["train_loss"],
+        values["grad_norm"],
+        self.in_a_row,
+        self._max,
+    )
+    if self.in_a_row >= self._max:
+      first = step - self.in_a_row + 1
+      raise divergence_error(
+          self._checkpointer,
+          f"steps {first}-{step} all had non-finite gradients (train_loss="
+          f"{values['train_loss']}, learning_rate="
+          f"{float(values['learning_rate']):.3g}; "
+          f"train.max_consecutive_skipped={self._max})",
+          bad_from=self.bad_from(step),
+      )
 
 
 def interval_summary(pending: list[dict[str, np.ndarray]]) -> dict[str, float]:
@@ -370,11 +467,12 @@ def sentence_inputs(config, workdir, splits) -> SentenceInputs:
 
 
 def _saved_config(checkpointer: checkpoints.Checkpointer) -> dict | None:
-  """The config of the run a workdir's latest checkpoint belongs to."""
-  latest = checkpointer.latest_step()
-  if latest is None:
+  """The config of the run a workdir's newest readable checkpoint belongs to."""
+  steps = checkpointer.all_steps()
+  if not steps:
     return None
-  return checkpointer.restore_meta(latest)["config"]
+  _, meta = checkpointer.first_readable(steps[::-1], checkpointer.restore_meta)
+  return meta["config"]
 
 
 def train_and_evaluate(
@@ -439,7 +537,7 @@ def train_and_evaluate(
     # Written once the run is known to start: a run stopped by bad input
     # leaves an existing run's config.json as it was.
     if is_chief:
-      (workdir / "config.json").write_text(
+      (workdir / config_lib.RUN_CONFIG_FILE).write_text(
           json.dumps(resolved_config, indent=2, sort_keys=True)
       )
 
@@ -464,12 +562,12 @@ def train_and_evaluate(
           inputs.encoder.params if fine_tune else None,
       )
     else:
-      host_state, meta = checkpointer.restore(
-          latest,
-          abstract_train_state(config, model, tx, embedding_dim),
-          train_iter,
+      abstract_state = abstract_train_state(config, model, tx, embedding_dim)
+      latest, (host_state, meta) = checkpointer.first_readable(
+          checkpointer.all_steps()[::-1],
+          lambda step: checkpointer.restore(step, abstract_state, train_iter),
       )
-      threshold = meta.get("threshold")
+      threshold = checkpointer.threshold(latest, meta)
       logging.info(
           "Resuming from step %d of %s", latest, checkpointer.directory
       )
@@ -503,28 +601,44 @@ def train_and_evaluate(
       )
       return {"loss": loss, **scores}, probs
 
-    def save(step, eval_metrics):
+    def save(step):
       meta = {
           "step": step,
           "config": resolved_config,
           "tokenizer": tokenizer.to_dict(),
           "encoder": inputs.checkpoint_meta(),
           "threshold": threshold,
-          "eval": eval_metrics,
       }
-      ranking = None
-      if (
-          eval_metrics
-          and eval_metrics.get(config.train.best_metric) is not None
-      ):
-        ranking = {
-            config.train.best_metric: eval_metrics[config.train.best_metric]
-        }
-      checkpointer.save(
-          step, parallel.get_state(state), meta, train_iter, metrics=ranking
+      try:
+        checkpointer.save(step, parallel.get_state(state), meta, train_iter)
+      except checkpoints.NonFiniteState as e:
+        raise divergence_error(
+            checkpointer, str(e), bad_from=skips.bad_from(step)
+        ) from None
+
+    def evaluate_dev(step):
+      """Scores the state on dev; records the metrics of the saved `step`."""
+      nonlocal threshold, last_eval
+      dev, probs = evaluate(state.params, splits["dev"], dev_batches)
+      bad = evaluation.non_finite_documents(probs)
+      if bad:
+        raise divergence_error(
+            checkpointer,
+            f"at step {step} the boundary probabilities of {bad} of "
+            f"{len(probs)} dev documents are not finite",
+            bad_from=skips.bad_from(step),
+        )
+      threshold = dev["threshold"]
+      last_eval = {f"val_{k}": v for k, v in dev.items()}
+      checkpointer.record_eval(step, last_eval)
+      writer.write(step, last_eval)
+      logging.info(
+          "step %d dev: %s", step, metric_writers.format_metrics(last_eval)
       )
 
-    writer = metric_writers.MetricWriter(workdir, enabled=is_chief)
+    writer = metric_writers.MetricWriter(
+        workdir, enabled=is_chief, resume_from=start_step
+    )
     cleanup.callback(writer.close)
     progress = metric_writers.Progress(
         start_step=start_step,
@@ -535,19 +649,33 @@ def train_and_evaluate(
     preemption = PreemptionWatcher(checkpointer)
     cleanup.callback(preemption.close)
     # -- Train loop ------------------------------------------------------------
+    # A step is saved before it is evaluated, so a failing evaluation loses
+    # no training; a resume evaluates a saved step that was not.
     pending, last_eval = [], {}
     num_steps = config.train.num_steps
+    skips = SkipWatch(
+        parallel, checkpointer, config.train.max_consecutive_skipped
+    )
+    is_eval_step = lambda n: n % config.train.eval_every == 0 or n == num_steps
+    if (
+        start_step
+        and is_eval_step(start_step)
+        and checkpointer.eval_metrics(start_step) is None
+    ):
+      logging.info("Evaluating step %d, saved but not evaluated", start_step)
+      evaluate_dev(start_step)
     for step in range(start_step, num_steps):
       state, step_metrics = p_train_step(
           state, parallel.put_batch(next(train_iter))
       )
       pending.append(step_metrics)
       done = step + 1
+      skips.add(done, step_metrics)
       if done % config.train.log_every == 0 or done == num_steps:
         summary = interval_summary(
             [parallel.replicated_value(m) for m in pending]
         )
-        summary["steps_per_second"] = progress.steps_per_second()
+        summary["steps_per_second"] = progress.steps_per_second(done)
         pending = []
         writer.write(done, summary)
         progress.update(
@@ -556,21 +684,24 @@ def train_and_evaluate(
                 {k: summary[k] for k in ("train_loss", "grad_norm")}
             ),
         )
-      elif len(pending) % MAX_QUEUED_STEPS == 0:
-        jax.block_until_ready(step_metrics)
 
-      evaluated = done % config.train.eval_every == 0 or done == num_steps
-      if evaluated:
-        dev, _ = evaluate(state.params, splits["dev"], dev_batches)
-        threshold = dev["threshold"]
-        last_eval = {f"val_{k}": v for k, v in dev.items()}
-        writer.write(done, last_eval)
-        logging.info(
-            "step %d dev: %s", done, metric_writers.format_metrics(last_eval)
-        )
+      evaluated = is_eval_step(done)
       preempted = done < num_steps and preemption.should_stop(done)
       if evaluated or preempted or done % config.train.checkpoint_every == 0:
-        save(done, last_eval if evaluated else None)
+        skips.settle()
+        if skips.in_a_row and not (preempted or done == num_steps):
+          # Its parameters are those of the last checkpoint before the
+          # skipped updates, which retention must not drop for it.
+          logging.warning(
+              "step %d not saved%s: its last %d updates were skipped",
+              done,
+              " or evaluated" if evaluated else "",
+              skips.in_a_row,
+          )
+        else:
+          save(done)
+          if evaluated:
+            evaluate_dev(done)
       if preempted:
         logging.warning("Preempted: saved step %d", done)
         return {"preempted": True, "step": done}
@@ -579,15 +710,25 @@ def train_and_evaluate(
 
     # -- Final test evaluation with the best checkpoint ------------------------
     results = dict(last_eval)
-    best = checkpointer.best_step()
-    if splits["test"] and best is not None:
-      best_state, meta = checkpointer.restore(best, parallel.get_state(state))
+    if splits["test"] and checkpointer.all_steps():
+      host_state = parallel.get_state(state)
+      best, (best_state, meta) = checkpointer.first_readable(
+          checkpointer.ranked_steps(),
+          lambda step: checkpointer.restore(step, host_state),
+      )
+      best_threshold = checkpointer.threshold(best, meta) or 0.5
       test, test_probs = evaluate(
           parallel.put_state(best_state).params,
           splits["test"],
           eval_batches(splits["test"]),
-          threshold=meta["threshold"],
+          threshold=best_threshold,
       )
+      bad = evaluation.non_finite_documents(test_probs)
+      if bad:
+        raise TrainingDiverged(
+            f"the best checkpoint, step {best}, gives non-finite boundary "
+            f"probabilities for {bad} of {len(test_probs)} test documents"
+        )
       test = {f"test_{k}": v for k, v in test.items()}
       results.update(test)
       writer.write(num_steps, test | {"best_step": best})
@@ -599,7 +740,7 @@ def train_and_evaluate(
       logging.info(
           "test (best step %d, threshold %.2f): %s",
           best,
-          meta["threshold"],
+          best_threshold,
           metric_writers.format_metrics(test),
       )
     return results

@@ -51,6 +51,7 @@ import bz2
 import collections
 import dataclasses
 import hashlib
+import itertools
 import json
 import pathlib
 import re
@@ -524,14 +525,17 @@ def convert(args: argparse.Namespace) -> dict:
   """
   input_path = pathlib.Path(args.input)
   output = pathlib.Path(args.output)
-  # Check the input first so that a typo does not leave empty folders.
+  # Check the input first so that a typo, or a file that is not a dump, does
+  # not leave empty folders: reading up to the first page finds either.
   if not input_path.is_file():
     raise ConversionError(f"{input_path}: no such file")
+  pages = iter_pages(input_path)
+  first = next(pages, None)
   prepare_output(output, args.overwrite)
   converter = Converter(args.min_sentences)
   counts = collections.Counter()
   per_split = {split: collections.Counter() for split in SPLITS}
-  for page in iter_pages(input_path):
+  for page in itertools.chain([first] if first else [], pages):
     counts["pages_seen"] += 1
     reason, segments = classify(page, converter, args.min_segments, counts)
     if reason is not None:

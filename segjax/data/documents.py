@@ -15,6 +15,8 @@ import pathlib
 import re
 from typing import Callable, Iterable, NamedTuple, Sequence
 
+from absl import logging
+
 CHOI_SEPARATOR = "=========="
 # Wiki-727K: a segment starts with `========,<level>,<title>.`; titles may hold
 # commas, so the level is what follows the first comma.
@@ -74,7 +76,7 @@ class ReadResult(NamedTuple):
   num_skipped: int
 
 
-def _decode(data: bytes, path: pathlib.Path) -> str:
+def decode_text(data: bytes, path: PathLike) -> str:
   """UTF-8 text of a file's bytes, or a DataError naming the bad line."""
   try:
     return data.decode("utf-8-sig")
@@ -85,7 +87,7 @@ def _decode(data: bytes, path: pathlib.Path) -> str:
 
 def _read_lines(path: pathlib.Path) -> list[str]:
   """The lines of a UTF-8 text file, without line endings."""
-  return _decode(path.read_bytes(), path).splitlines()
+  return decode_text(path.read_bytes(), path).splitlines()
 
 
 def _data_files(root: pathlib.Path, suffix: str = "") -> list[pathlib.Path]:
@@ -118,16 +120,25 @@ def _closed(segments: list[tuple[str, ...]], current: list[str]) -> None:
 def choi_segments(
     lines: Iterable[str], path: PathLike
 ) -> list[tuple[str, ...]]:
-  """Segments of one Choi-format file: sentences between `==========` lines."""
-  del path  # Every line of a decodable Choi file is valid.
-  segments, current = [], []
+  """Segments of one Choi-format file: sentences between `==========` lines.
+
+  Every line of a decodable Choi file is valid, but a file without any
+  separator line is read as one segment, with a warning: it is more likely
+  not Choi data (or a corpus with the separators stripped).
+  """
+  segments, current, separators = [], [], 0
   for line in lines:
     text = line.strip()
     if text.startswith(CHOI_SEPARATOR):
+      separators += 1
       _closed(segments, current)
     elif text:
       current.append(text)
   _closed(segments, current)
+  if segments and not separators:
+    logging.warning(
+        "%s: no '%s' separator line; read as one segment", path, CHOI_SEPARATOR
+    )
   return segments
 
 

@@ -55,11 +55,24 @@ def _split_path(
 
 
 def _read_split(path: pathlib.Path, source: str) -> documents_lib.ReadResult:
-  """Reads one split folder (or JSONL file) with the reader for `source`."""
+  """Reads one split folder (or JSONL file) with the reader for `source`.
+
+  Raises:
+    DataError: besides malformed files, a split where no document has two
+      segments: there is no boundary to learn or to score.
+  """
   if source == "auto":
     source = documents_lib.detect_format(path)
     logging.info("Detected %s format in %s", source, path)
-  return documents_lib.READERS[source](path)
+  result = documents_lib.READERS[source](path)
+  if result.documents and all(len(d.segments) < 2 for d in result.documents):
+    raise DataError(
+        f"the {path.stem} split ({path}): none of its "
+        f"{len(result.documents)} documents has more than one segment in "
+        f"{source} format: nothing to learn or score; are its segment "
+        "separators missing, or is it another format?"
+    )
+  return result
 
 
 def _file_splits(

@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(PY) tools/bench_losses.py
 	$(PY) tools/bench_metrics.py
 	$(PY) tools/bench_train.py
+	$(PY) tools/bench_segment.py
 
 FORMATTED := segjax tests tools configs
 

@@ -24,8 +24,10 @@ a count, a scan over segments vectorised over sentences (`_viterbi_counted`).
 
 Constraints that a document cannot meet are relaxed for that document, as
 little as needed (`relaxed_constraints`); a request that no document can
-meet (min > max, a bound below 1, a threshold outside (0, 1)) raises
-ValueError (`check_constraints`).
+meet (min > max, a bound below 1, a threshold outside [0, 1]) raises
+ValueError (`check_constraints`). The thresholds 0 and 1 are exact without
+constraints (a cut wherever p_t > 0; none); under constraints tau is clipped
+to [EPS, 1 - EPS] like p_t (as many cuts as the constraints allow; as few).
 
   from segjax import decoding
   labels = decoding.decode(probs, max_segment_sentences=20, threshold=0.4)
@@ -75,7 +77,7 @@ def check_constraints(
   """Raises ValueError for a request that no document could satisfy.
 
   Bounds and counts must be integers >= 1 (or None), min <= max, and the
-  threshold strictly between 0 and 1 (its logit must be finite). What only
+  threshold in [0, 1] (clipped before its logit is taken). What only
   some documents cannot meet (a text shorter than the minimum, more segments
   than sentences) is not an error: see `relaxed_constraints`.
   """
@@ -101,8 +103,8 @@ def check_constraints(
         f"max_segment_sentences={max_segment_sentences}: no segment can have "
         "both"
     )
-  if not 0.0 < float(threshold) < 1.0:
-    raise ValueError(f"threshold must be in (0, 1), got {threshold!r}")
+  if not 0.0 <= float(threshold) <= 1.0:
+    raise ValueError(f"threshold must be in [0, 1], got {threshold!r}")
 
 
 def _relaxed_arrays(lengths, min_len, max_len, num_segments):

@@ -43,12 +43,15 @@ class Segmentation:
     boundaries: int32 `[n]` 1 where a chosen segment ends (the last is 1).
     offsets: `(start, end)` character offsets of each unit in the original
       text, or None when the input was already split into units.
+    constraints: what the document was decoded under: the request, relaxed
+      where the document cannot meet it (`decoding.relaxed_constraints`).
   """
 
   units: list[str]
   probabilities: np.ndarray
   boundaries: np.ndarray
   offsets: list[tuple[int, int]] | None = None
+  constraints: decoding.Constraints = decoding.Constraints()
 
   @property
   def spans(self) -> list[tuple[int, int]]:
@@ -126,14 +129,16 @@ class Segmenter:
     """A `Segmentation` per item, in order, `batch_size` documents at a time.
 
     An item is raw text (split into `unit`s) or a sequence of units. Items
-    are read lazily, so an endless iterable streams.
+    are read lazily, so an endless iterable streams. `threshold` (default:
+    the run's) is in [0, 1]; see `segjax.decoding` for the constraints.
     """
-    decoding.check_constraints(
+    constraints = dict(
         min_segment_sentences=min_segment_sentences,
         max_segment_sentences=max_segment_sentences,
         num_segments=num_segments,
-        threshold=self.threshold if threshold is None else threshold,
     )
+    threshold = self.threshold if threshold is None else threshold
+    decoding.check_constraints(**constraints, threshold=threshold)
     items = iter(items)
     while chunk := list(itertools.islice(items, batch_size)):
       units, offsets = [], []
@@ -147,14 +152,16 @@ class Segmenter:
           offsets.append(None)
       probs = self.boundary_probabilities(units)
       labels = decoding.decode_documents(
-          probs,
-          min_segment_sentences=min_segment_sentences,
-          max_segment_sentences=max_segment_sentences,
-          num_segments=num_segments,
-          threshold=self.threshold if threshold is None else threshold,
+          probs, **constraints, threshold=threshold
       )
       for u, p, b, o in zip(units, probs, labels, offsets):
-        yield Segmentation(u, p, np.asarray(b, np.int32), o)
+        yield Segmentation(
+            u,
+            p,
+            np.asarray(b, np.int32),
+            o,
+            decoding.relaxed_constraints(len(u), **constraints),
+        )
 
   def segment_many(
       self, items: Iterable[str | Sequence[str]], **options

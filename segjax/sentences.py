@@ -255,14 +255,18 @@ def long_spans(
 
 
 def long_sentence_warning(
-    spans: Sequence[Span], *, max_words: int = LONG_SENTENCE_WORDS
+    spans: Sequence[Span],
+    *,
+    max_words: int = LONG_SENTENCE_WORDS,
+    advice: str = "split it by lines (unit='line')",
 ) -> str | None:
   """A hint to split by lines when some sentence is implausibly long.
 
   Text without sentence punctuation (lists, tables, transcripts, one item
   per line) comes out of a sentence splitter as a few enormous "sentences".
   Returns a one-line message naming how many and where the longest starts,
-  or None when every span has at most `max_words` words.
+  ending in `advice` (how the caller splits by lines), or None when every
+  span has at most `max_words` words.
   """
   long = long_spans(spans, max_words=max_words)
   if not long:
@@ -272,5 +276,5 @@ def long_sentence_warning(
       f"{len(long)} of {len(spans)} sentences have more than {max_words} "
       f"words (the longest, {len(spans[longest].text.split())} words, starts "
       f"at character {spans[longest].start}); if the text has one unit per "
-      "line, split it by lines (unit='line')"
+      f"line, {advice}"
   )

@@ -245,6 +245,23 @@ def test_min_max_without_fitting_count_lowers_the_minimum():
   assert sorted(segment_lengths(labels)) == [2, 2, 3]
 
 
+def test_thresholds_0_and_1_give_the_most_and_fewest_cuts_allowed():
+  probs = np.random.default_rng(3).random(9).astype(np.float32)
+  probs[[2, 5]] = [0.0, 1.0]
+  # Unconstrained: a cut wherever p > 0 (XLA on CPU flushes subnormal
+  # probabilities to 0); none at all.
+  np.testing.assert_array_equal(
+      decoding.decode(probs, threshold=0.0), [1, 1, 0, 1, 1, 1, 1, 1, 1]
+  )
+  np.testing.assert_array_equal(
+      decoding.decode(probs, threshold=1.0), [0] * 8 + [1]
+  )
+  most = decoding.decode(probs, threshold=0.0, max_segment_sentences=3)
+  fewest = decoding.decode(probs, threshold=1.0, max_segment_sentences=3)
+  np.testing.assert_array_equal(most, np.ones(9, np.int32))
+  assert segment_lengths(fewest).tolist() == [3, 3, 3]
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [
@@ -255,8 +272,8 @@ def test_min_max_without_fitting_count_lowers_the_minimum():
         dict(min_segment_sentences=True),
         dict(num_segments=0),
         dict(num_segments=[2, 0]),
-        dict(threshold=0.0),
-        dict(threshold=1.0),
+        dict(threshold=-0.1),
+        dict(threshold=1.5),
         dict(threshold=float("nan")),
     ],
 )

@@ -83,7 +83,10 @@ def split_sentences(text: str, *, one_per_line: bool = False) -> list[str]:
   A regular-expression splitter, good enough for prose and free of
   dependencies: it breaks after `.`, `!` or `?` when the next word starts with
   an upper-case letter or a digit, except after common abbreviations and
-  initials. Blank lines always end a sentence (paragraph breaks).
+  initials. Blank lines always end a sentence (paragraph breaks). It builds
+  the pydoc corpus; raw text to segment goes through `segjax.sentences`
+  (pysbd, with character offsets), and this is its fallback
+  (`segjax.segment --splitter=regex`).
 
   Args:
     text: the text to split.

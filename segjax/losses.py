@@ -530,7 +530,7 @@ def validate_loss_config(
   """
   cfg = _as_dict(loss_config)
   loss_type = cfg.get("type")
-  config_lib.check_choice("loss.type", loss_type, LOSS_FUNCTIONS)
+  config_lib.check_choice("loss.type", loss_type, sorted(LOSS_FUNCTIONS))
   allowed = (
       ("type",)
       + COMMON_KEYS

@@ -105,6 +105,8 @@ def test_sigterm_saves_exits_zero_and_resumes(tmp_path):
       "--config.train.num_steps=400",
       "--config.train.checkpoint_every=1000",
       "--config.train.eval_every=1000",
+      # Fixed, so that a shorter rerun keeps the schedule (a resume check).
+      "--config.optim.decay_steps=400",
   )
   wait_for_step(workdir, 3, process)
   process.send_signal(signal.SIGTERM)
@@ -121,6 +123,7 @@ def test_sigterm_saves_exits_zero_and_resumes(tmp_path):
       "--config.train.log_every=1",
       "--config.train.checkpoint_every=1000",
       "--config.train.eval_every=1000",
+      "--config.optim.decay_steps=400",
       devices=2,
   )
   assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -173,6 +176,7 @@ def test_half_written_checkpoint_is_never_restored(tmp_path):
       "--config.train.num_steps=2",
       "--config.train.eval_every=1000",
       "--config.train.checkpoint_every=1",
+      "--config.optim.decay_steps=4",
       devices=2,
   )
   assert first.returncode == 0, first.stderr[-3000:]
@@ -189,6 +193,7 @@ def test_half_written_checkpoint_is_never_restored(tmp_path):
       "--config.train.num_steps=4",
       "--config.train.eval_every=1000",
       "--config.train.checkpoint_every=1",
+      "--config.optim.decay_steps=4",
       devices=2,
   )
   assert rerun.returncode == 0, rerun.stderr[-3000:]

@@ -53,8 +53,12 @@ def test_the_encoder_trains_with_the_segmenter(tmp_path):
       },
   )
   trainer.train_and_evaluate(config, tmp_path)
-  losses = train_losses(read_events(tmp_path))
+  events = read_events(tmp_path)
+  losses = train_losses(events)
   assert sorted(losses) == list(range(1, 9))
+  # No update was skipped: padding sentences give finite encoder gradients.
+  assert all(np.isfinite(e["grad_norm"]) for e in events if "grad_norm" in e)
+  assert all(e["skipped_steps"] == 0 for e in events if "skipped_steps" in e)
   assert np.mean([losses[7], losses[8]]) < np.mean([losses[1], losses[2]])
 
   pretrained = embedding_cache.load_encoder(config.encoder).params

@@ -20,6 +20,7 @@ import dataclasses
 import functools
 import hashlib
 import importlib.util
+import itertools
 import json
 import math
 import pathlib
@@ -659,6 +660,22 @@ class Encoder:
       )
     return pad_tokens(ids, length)
 
+  def batches(
+      self, ids: list[list[int]], batch_size: int
+  ) -> list[tuple[int, list[int]]]:
+    """(padded length, sentence indices) of each batch `encode` runs.
+
+    Longest first; `batch_shape` gives each batch's padded rows.
+    """
+    order = np.argsort([-len(t) for t in ids], kind="stable").tolist()
+    bucket = lambda i: bucket_length(len(ids[i]), self.max_seq_length)
+    batches = []
+    for length, group in itertools.groupby(order, key=bucket):
+      group = list(group)
+      starts = range(0, len(group), batch_size)
+      batches += [(length, group[s : s + batch_size]) for s in starts]
+    return batches
+
   def encode(
       self,
       sentences: Sequence[str],
@@ -668,29 +685,31 @@ class Encoder:
   ) -> np.ndarray:
     """float32 [N, dim] embeddings, row i for sentences[i].
 
-    Sentences are sorted by token count, longest first, and batched in that
-    order, each batch padded to its length bucket and to `batch_shape` rows,
-    so padding and the number of compiled shapes stay small. Each batch is
-    one jitted call (run in `chunk_tokens` chunks).
+    Sentences are grouped by length bucket and each group is split into
+    batches of at most `batch_size` (rows as `batch_shape` says), so a batch
+    is padded only up to its bucket, not to an outlier's length, and few
+    shapes are compiled. Each batch is one jitted call (run in
+    `chunk_tokens` chunks).
     """
     ids = self.token_ids(sentences)
-    order = np.argsort([-len(t) for t in ids], kind="stable")
-    starts = range(0, len(ids), batch_size)
-    outputs = []
-    for start in tqdm.tqdm(starts, desc="encode", disable=not progress):
-      batch = [ids[i] for i in order[start : start + batch_size]]
-      length = bucket_length(len(batch[0]), self.max_seq_length)
+    outputs, order = [], []
+    for length, batch in tqdm.tqdm(
+        self.batches(ids, batch_size), desc="encode", disable=not progress
+    ):
       rows, chunk_rows = batch_shape(
           len(batch), batch_size, length, self.chunk_tokens
       )
-      input_ids, mask = pad_tokens(batch + [[]] * (rows - len(batch)), length)
+      input_ids, mask = pad_tokens(
+          [ids[i] for i in batch] + [[]] * (rows - len(batch)), length
+      )
       # Not fetched yet: the device works while the next batch is padded.
       outputs.append(
           (len(batch), self._forward(self.params, input_ids, mask, chunk_rows))
       )
+      order += batch
     embeddings = np.zeros((len(ids), self.dim), np.float32)
     if outputs:
-      embeddings[order] = np.concatenate(
+      embeddings[np.array(order)] = np.concatenate(
           [np.asarray(out[:n]) for n, out in outputs]
       )
     return embeddings

@@ -484,6 +484,26 @@ def test_pooling_follows_the_folder(tmp_path):
       encoders.load(write_folder(tmp_path / "bad", pooling=pooling))
 
 
+def test_a_plain_hugging_face_folder_is_mean_pooled(tiny):
+  (tiny / "modules.json").unlink()
+  (tiny / "sentence_bert_config.json").unlink()
+  identity = encoders.load(tiny).identity
+  assert (identity["pooling"], identity["normalize"]) == ("mean", False)
+  assert identity["max_seq_length"] == TINY["positions"]
+
+
+def test_unsupported_pipelines_are_refused(tiny):
+  modules = json.loads((tiny / "modules.json").read_text())
+  dense = {"path": "2_Dense", "type": "sentence_transformers.models.Dense"}
+  (tiny / "modules.json").write_text(json.dumps(modules + [dense]))
+  with pytest.raises(encoders.LoadError, match="unsupported module.*Dense"):
+    encoders.load(tiny)
+  (tiny / "modules.json").write_text(json.dumps(modules))
+  (tiny / "sentence_bert_config.json").write_text('{"do_lower_case": true}')
+  with pytest.raises(encoders.LoadError, match="do_lower_case"):
+    encoders.load(tiny)
+
+
 def test_remat_gives_the_same_outputs_and_gradients(tiny):
   encoder = encoders.load(tiny)
   ids, mask = encoder.tokenize(SHORT[:4])

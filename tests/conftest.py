@@ -1,24 +1,16 @@
-"""Test setup: 4 simulated CPU devices and a shared compilation cache.
+"""Test setup: 4 simulated CPU devices, and a session-scoped trained run.
 
-Both are set before JAX is imported anywhere, and subprocesses (CLI and
-multi-process tests) inherit them through the environment. Most end-to-end
-runs compile the same tiny programs, so the persistent cache turns a ~20 s
-compile into a ~1 s load after the first run.
+The device count is set before JAX is imported anywhere; subprocesses (CLI
+and multi-process tests) inherit it through the environment.
 """
 
 import os
-import pathlib
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-os.environ.setdefault(
-    "JAX_COMPILATION_CACHE_DIR",
-    str(
-        pathlib.Path(__file__).resolve().parent.parent / ".pytest_cache" / "jax"
-    ),
-)
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+# No persistent compilation cache: in jax 0.10.2 reading back one of this
+# suite's cached executables aborted the process (in
+# compilation_cache.get_executable_and_time, reproducibly from a fresh clone).
 
 
 import pytest  # pylint: disable=g-import-not-at-top,g-bad-import-order

@@ -132,6 +132,7 @@ def get_config() -> ml_collections.ConfigDict:
   tr.num_steps = 600  # int >= 1
   tr.log_every = 25  # int >= 1: steps per console/metrics.jsonl line
   tr.eval_every = 100  # int >= 1: steps per dev evaluation
+  tr.eval_max_documents = 0  # int >= 0: dev documents per evaluation; 0 = all
   tr.checkpoint_every = 100  # int >= 1: steps per checkpoint
   tr.keep_checkpoints = 2  # int >= 1: latest checkpoints kept (plus the best)
   # int >= 1: updates skipped in a row (non-finite gradients) that stop a run

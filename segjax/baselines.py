@@ -74,7 +74,9 @@ def score_predictions(
   predicted and gold boundaries.
   """
   probs = [np.asarray(p, np.float32) for p in predictions]
-  scores = evaluation.score_documents(probs, documents, threshold=0.5)
+  scores = evaluation.score_documents(
+      probs, [data.boundary_labels(d) for d in documents], threshold=0.5
+  )
   del scores["brier"], scores["threshold"]
   scores["ece"] = math.nan
   # The last sentence is the implicit document end, never a boundary label.

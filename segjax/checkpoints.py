@@ -258,9 +258,14 @@ class Checkpointer:
     return self._evals.get(step)
 
   def threshold(self, step: int, meta: dict[str, Any]) -> float | None:
-    """The decision threshold tuned at `step`, else the last one before it."""
-    return (self._evals.get(step) or {}).get(
-        "val_threshold", meta.get("threshold")
+    """The decision threshold tuned at `step`, else the last one before it.
+
+    Tuned on all of dev (`final_val_threshold`) when the periodic
+    evaluations scored a subset (`train.eval_max_documents`).
+    """
+    evals = self._evals.get(step) or {}
+    return evals.get(
+        "final_val_threshold", evals.get("val_threshold", meta.get("threshold"))
     )
 
   def scored_steps(self, steps: Sequence[int]) -> list[int]:

@@ -31,6 +31,7 @@ RESUMABLE_KEYS = (
     "train.keep_checkpoints",
     "train.eval_batch_size",
     "train.max_consecutive_skipped",
+    "train.eval_max_documents",
     "parallel.mode",
 )
 
@@ -332,6 +333,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       "max_consecutive_skipped",
   ):
     check_int(f"train.{key}", tr[key], 1)
+  check_int("train.eval_max_documents", tr.eval_max_documents, 0)
   check_choice("train.best_metric", tr.best_metric, evaluation.EVAL_METRICS)
   check_choice("train.best_mode", tr.best_mode, ("min", "max"))
   check_choice(

@@ -108,7 +108,8 @@ def model_scores(trained, documents) -> dict[str, Any]:
   threshold = (
       trained.threshold if _THRESHOLD.value is None else _THRESHOLD.value
   )
-  scores = evaluation.score_documents(probs, documents, threshold=threshold)
+  gold = [data.boundary_labels(d) for d in documents]
+  scores = evaluation.score_documents(probs, gold, threshold=threshold)
   if _MIN_SEGMENT.value is not None or _MAX_SEGMENT.value is not None:
     labels = decoding.decode_documents(
         probs,
@@ -117,7 +118,7 @@ def model_scores(trained, documents) -> dict[str, Any]:
         threshold=threshold,
     )
     decoded = evaluation.score_documents(
-        [np.asarray(l, np.float32) for l in labels], documents, threshold=0.5
+        [np.asarray(l, np.float32) for l in labels], gold, threshold=0.5
     )
     # The decoded boundaries' segmentation metrics; calibration stays that
     # of the probabilities.

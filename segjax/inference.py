@@ -72,7 +72,11 @@ class TrainedModel:
         global_batch_size=global_batch_size,
     )
     probs, loss = evaluation.predict_documents(
-        self.parallel, self.eval_fn, self.params, batches, documents
+        self.parallel,
+        self.eval_fn,
+        self.params,
+        batches,
+        data.document_lengths(documents),
     )
     bad = evaluation.non_finite_documents(probs)
     if bad:

@@ -155,3 +155,27 @@ def allgather_rows(tree: Any) -> Any:
   return jax.tree.map(
       lambda x: np.asarray(x).reshape(-1, *x.shape[2:]), stacked
   )
+
+
+def sum_across_processes(tree: Any) -> Any:
+  """Sums a pytree of int64 arrays over processes, exactly (numpy).
+
+  Every process gets the same sums. The values travel as int32 pairs: with
+  x64 off, JAX would cast int64 to int32.
+  """
+  if jax.process_count() == 1:
+    return tree
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+  as_int32 = (
+      lambda x: np.ascontiguousarray(x, np.int64).reshape(-1).view(np.int32)
+  )
+  stacked = multihost_utils.process_allgather(jax.tree.map(as_int32, tree))
+  return jax.tree.map(
+      lambda x, like: np.ascontiguousarray(np.asarray(x, np.int32))
+      .view(np.int64)
+      .sum(axis=0)
+      .reshape(np.shape(like)),
+      stacked,
+      tree,
+  )

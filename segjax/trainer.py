@@ -533,7 +533,10 @@ def train_and_evaluate(
         embeddings=inputs.embeddings,
         encoder_tokenizer=inputs.encoder_tokenizer,
     )
-    dev_batches = eval_batches(splits["dev"])
+    dev_subset = evaluation.evaluation_subset(
+        splits["dev"], config.train.eval_max_documents
+    )
+    dev_batches = eval_batches(dev_subset)
     # Written once the run is known to start: a run stopped by bad input
     # leaves an existing run's config.json as it was.
     if is_chief:
@@ -588,18 +591,30 @@ def train_and_evaluate(
     state = parallel.put_state(host_state)
     del host_state
 
-    def evaluate(params, documents, batches, threshold=None):
-      """(scores with the mean loss, per-document boundary probabilities)."""
+    def evaluate(params, corpus, batches, threshold=None):
+      """(scores with the mean loss, this process's probabilities and gold).
+
+      Each process stitches and scores its share of the documents; the
+      scores are those of all documents, the same on every process.
+      """
+      share = evaluation.process_share(len(corpus))
       probs, loss = evaluation.predict_documents(
-          parallel, p_eval_step, params, batches, documents
+          parallel,
+          p_eval_step,
+          params,
+          batches,
+          data.document_lengths(corpus),
+          indices=share,
       )
+      gold = corpus.subset(share).gold_labels()
       scores = evaluation.score_documents(
           probs,
-          documents,
+          gold,
           threshold=threshold,
           threshold_metric=config.train.threshold_metric,
+          across_processes=True,
       )
-      return {"loss": loss, **scores}, probs
+      return {"loss": loss, **scores}, probs, gold
 
     def save(step):
       meta = {
@@ -619,13 +634,13 @@ def train_and_evaluate(
     def evaluate_dev(step):
       """Scores the state on dev; records the metrics of the saved `step`."""
       nonlocal threshold, last_eval
-      dev, probs = evaluate(state.params, splits["dev"], dev_batches)
-      bad = evaluation.non_finite_documents(probs)
+      dev, probs, _ = evaluate(state.params, dev_subset, dev_batches)
+      bad = evaluation.non_finite_documents(probs, across_processes=True)
       if bad:
         raise divergence_error(
             checkpointer,
             f"at step {step} the boundary probabilities of {bad} of "
-            f"{len(probs)} dev documents are not finite",
+            f"{len(dev_subset)} dev documents are not finite",
             bad_from=skips.bad_from(step),
         )
       threshold = dev["threshold"]
@@ -708,39 +723,63 @@ def train_and_evaluate(
     progress.close()
     checkpointer.wait()
 
-    # -- Final test evaluation with the best checkpoint ------------------------
+    # -- Final evaluations with the best checkpoint ----------------------------
+    # After periodic evaluations on a dev subset, the best checkpoint is scored
+    # on all of dev: that tunes the threshold of test (and of `evaluate`).
     results = dict(last_eval)
-    if splits["test"] and checkpointer.all_steps():
+    full_dev = len(dev_subset) < len(splits["dev"])
+    if (splits["test"] or full_dev) and checkpointer.all_steps():
       host_state = parallel.get_state(state)
       best, (best_state, meta) = checkpointer.first_readable(
           checkpointer.ranked_steps(),
           lambda step: checkpointer.restore(step, host_state),
       )
+      best_params = parallel.put_state(best_state).params
+
+      def evaluate_best(split, threshold=None):
+        corpus = splits[split]
+        scores, probs, gold = evaluate(
+            best_params, corpus, eval_batches(corpus), threshold
+        )
+        bad = evaluation.non_finite_documents(probs, across_processes=True)
+        if bad:
+          raise TrainingDiverged(
+              f"the best checkpoint, step {best}, gives non-finite boundary "
+              f"probabilities for {bad} of {len(corpus)} {split} documents"
+          )
+        return scores, probs, gold
+
+      if full_dev:
+        final, _, _ = evaluate_best("dev")
+        final = {f"final_val_{k}": v for k, v in final.items()}
+        checkpointer.record_eval(
+            best, (checkpointer.eval_metrics(best) or {}) | final
+        )
+        results.update(final)
+        writer.write(num_steps, final | {"best_step": best})
+        logging.info(
+            "all %d dev documents (best step %d): %s",
+            len(splits["dev"]),
+            best,
+            metric_writers.format_metrics(final),
+        )
       best_threshold = checkpointer.threshold(best, meta) or 0.5
-      test, test_probs = evaluate(
-          parallel.put_state(best_state).params,
-          splits["test"],
-          eval_batches(splits["test"]),
-          threshold=best_threshold,
-      )
-      bad = evaluation.non_finite_documents(test_probs)
-      if bad:
-        raise TrainingDiverged(
-            f"the best checkpoint, step {best}, gives non-finite boundary "
-            f"probabilities for {bad} of {len(test_probs)} test documents"
+      if splits["test"]:
+        test, test_probs, test_gold = evaluate_best("test", best_threshold)
+        test = {f"test_{k}": v for k, v in test.items()}
+        results.update(test)
+        writer.write(num_steps, test | {"best_step": best})
+        bins = evaluation.calibration_bins(
+            test_probs, test_gold, across_processes=True
         )
-      test = {f"test_{k}": v for k, v in test.items()}
-      results.update(test)
-      writer.write(num_steps, test | {"best_step": best})
-      if is_chief:
-        bins = evaluation.calibration_bins(test_probs, splits["test"])
-        (workdir / CALIBRATION_FILE).write_text(
-            json.dumps({"best_step": best, **bins})
+        if is_chief:
+          (workdir / CALIBRATION_FILE).write_text(
+              json.dumps({"best_step": best, **bins})
+          )
+        logging.info(
+            "test (best step %d, threshold %.2f): %s",
+            best,
+            best_threshold,
+            metric_writers.format_metrics(test),
         )
-      logging.info(
-          "test (best step %d, threshold %.2f): %s",
-          best,
-          best_threshold,
-          metric_writers.format_metrics(test),
-      )
     return results

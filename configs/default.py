@@ -56,6 +56,9 @@ def get_config() -> ml_collections.ConfigDict:
   d.max_sentences = 64  # int >= 2: sentences per window
   d.train_stride = 0  # int >= 0: training window step; 0 = max_sentences
   d.eval_stride = 0  # int >= 0: evaluation window step; 0 = max_sentences // 2
+  # Corpus folders are read once into ArrayRecord shards (`segjax.preprocess`)
+  # kept here, one folder per corpus and tokenizer; "" = <workdir>/data.
+  d.cache_dir = ""
 
   # The hashed-word tokenizer (`segjax.data.Tokenizer(**config.tokenizer)`).
   config.tokenizer = t = ml_collections.ConfigDict()

@@ -33,6 +33,7 @@ RESUMABLE_KEYS = (
     "train.max_consecutive_skipped",
     "train.eval_max_documents",
     "parallel.mode",
+    "data.cache_dir",
 )
 
 

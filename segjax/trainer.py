@@ -12,6 +12,7 @@ import functools
 import json
 import pathlib
 import signal
+import time
 from typing import Any, NamedTuple
 
 from absl import logging
@@ -443,10 +444,7 @@ def sentence_inputs(config, workdir, splits) -> SentenceInputs:
         encoder, encoder_tokenizer=data.WordpieceTokenizer(encoder)
     )
   sentences = (
-      sentence
-      for documents in splits.values()
-      for document in documents
-      for sentence in document.sentences
+      sentence for corpus in splits.values() for sentence in corpus.sentences()
   )
   cache, _ = embedding_cache.build(
       config.encoder,
@@ -487,6 +485,7 @@ def train_and_evaluate(
     The last dev metrics and the test metrics of the best checkpoint.
   """
   # -- Set up: config, devices, workdir ---------------------------------------
+  began = time.time()
   config_lib.validate_config(config)
   workdir = pathlib.Path(workdir)
   if workdir.exists() and not workdir.is_dir():
@@ -510,8 +509,15 @@ def train_and_evaluate(
       config_lib.check_resumable(saved_config, resolved_config)
 
     # -- Input -----------------------------------------------------------------
-    splits = data.load_splits(config.data)
     tokenizer = data.Tokenizer(**config.tokenizer)
+    splits = data.open_splits(
+        config.data,
+        tokenizer,
+        workdir,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        sync=lambda: multihost_utils.sync_global_devices("data shards"),
+    )
     inputs = sentence_inputs(config, workdir, splits)
     train_iter = data.make_train_iterator(
         splits["train"],
@@ -685,6 +691,11 @@ def train_and_evaluate(
       )
       pending.append(step_metrics)
       done = step + 1
+      if step == start_step:
+        jax.block_until_ready(step_metrics)
+        logging.info(
+            "First step done %.1f s after start-up began", time.time() - began
+        )
       skips.add(done, step_metrics)
       if done % config.train.log_every == 0 or done == num_steps:
         summary = interval_summary(

@@ -378,7 +378,7 @@ def test_labels_follow_the_spec_convention():
       0,
       IGNORE,
   ]
-  table = data.tokenize_windows(
+  table = data.window_table(
       [document], TOKENIZER, max_sentences=4, stride=2, ignore_index=IGNORE
   )
   batch = data.gather_windows(table, np.array([0, 1, -1]))
@@ -506,7 +506,7 @@ def _window_keys(batch):
 
 def test_train_iterator_visits_every_window_once_per_epoch_reshuffled():
   documents = _toy_documents(30)
-  table = data.tokenize_windows(
+  table = data.window_table(
       documents, TOKENIZER, max_sentences=5, stride=5, ignore_index=IGNORE
   )
   labelled = data.pipeline._with_labelled_windows_only(table)
@@ -557,7 +557,7 @@ def test_processes_see_exactly_the_global_batches_of_one_process():
 
 def test_eval_batches_cover_every_window_once_with_padding_masked():
   documents = _toy_documents(11)
-  table = data.tokenize_windows(
+  table = data.window_table(
       documents, TOKENIZER, max_sentences=5, stride=2, ignore_index=IGNORE
   )
   per_process = [
@@ -613,28 +613,21 @@ def test_only_the_gathered_rows_are_tokenized_and_only_once():
   """A process tokenizes the sentences of its own rows, not the corpus."""
   documents = _toy_documents(30)
   tokenizer = _CountingTokenizer()
-  table = data.tokenize_windows(
+  table = data.window_table(
       documents, tokenizer, max_sentences=5, stride=5, ignore_index=IGNORE
   )
   assert not tokenizer.encoded
   batch = data.gather_windows(table, np.array([0, 3]))
-  rows = np.concatenate(
-      [
-          np.arange(
-              table.window_offset[w],
-              table.window_offset[w] + table.window_length[w],
-          )
-          for w in (0, 3)
+  sentences = [
+      sentence
+      for w in (0, 3)
+      for sentence in documents[table.window_doc[w]].sentences[
+          table.window_start[w] : table.window_start[w] + table.window_length[w]
       ]
-  )
-  assert sorted(tokenizer.encoded) == sorted(
-      {table.sentences[i] for i in table.sentence_ids[rows]}
-  )
-  expected = TOKENIZER.encode(
-      [table.sentences[i] for i in table.sentence_ids[rows]]
-  )
+  ]
+  assert sorted(tokenizer.encoded) == sorted(set(sentences))
   np.testing.assert_array_equal(
-      batch["tokens"][batch["sentence_mask"]], expected
+      batch["tokens"][batch["sentence_mask"]], TOKENIZER.encode(sentences)
   )
   seen = len(tokenizer.encoded)
   data.gather_windows(table, np.array([3, 0]))

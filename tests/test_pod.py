@@ -53,15 +53,44 @@ def dev_event(workdir):
   return next(e for e in read_events(workdir) if "val_pk" in e)
 
 
-def test_two_processes_of_two_devices_match_one_process_of_four(tmp_path):
-  pod = launch_local(tmp_path / "pod", *STEPS)
+def _pydoc_as_choi_folder(root):
+  """The pydoc corpus's first documents written as a Choi-format folder."""
+  from segjax import data  # pylint: disable=g-import-not-at-top
+
+  for split, count in (("train", 40), ("dev", 8), ("test", 8)):
+    data.write_choi_dir(data.pydoc_documents(split, count), root / split)
+  return [
+      "--config.data.source=choi",
+      f"--config.data.path={root}",
+      f"--config.data.cache_dir={root}_shards",
+  ]
+
+
+@pytest.mark.parametrize("corpus", ["pydoc", "shards"])
+def test_two_processes_of_two_devices_match_one_process_of_four(
+    tmp_path, corpus
+):
+  """Also on a corpus folder: the pod builds its shards with 2 processes."""
+  if corpus == "shards":
+    steps = STEPS + _pydoc_as_choi_folder(tmp_path / "corpus")
+  else:
+    steps = STEPS
+  pod = launch_local(tmp_path / "pod", *steps)
   logs = "".join(p.read_text() for p in (tmp_path / "pod_logs").iterdir())
   assert pod.returncode == 0, pod.stdout + logs[-3000:]
   assert "2 process(es), 4 device(s) (2 local)" in logs
+  if corpus == "shards":
+    # Each process wrote its part; the single-process run builds its own.
+    parts = (tmp_path / "corpus_shards").glob("*/train-*.array_record")
+    assert sorted(p.name for p in parts) == [
+        "train-00000-of-00002.array_record",
+        "train-00001-of-00002.array_record",
+    ]
+    steps[-1] = f"--config.data.cache_dir={tmp_path / 'one_shards'}"
   single = cli(
       "--config=configs/boundary.py",
       f"--workdir={tmp_path / 'one'}",
-      *STEPS,
+      *steps,
       devices=4,
   )
   assert single.returncode == 0, single.stderr[-3000:]

@@ -3,7 +3,8 @@ r"""Runs a multi-process segjax job on this machine, as a pod would.
   python tools/launch_local.py --num_processes=2 --devices_per_process=2 \
       --log_dir=runs/pod_logs -- --config=configs/boundary.py --workdir=runs/pod
 
-Starts `python -m segjax.train <train flags>` once per process with
+Starts `python -m segjax.train <train flags>` (or `--module=segjax.preprocess`)
+once per process with
 `--coordinator_address=127.0.0.1:<free port> --num_processes --process_id`,
 each process seeing `--devices_per_process` simulated CPU devices (CPU
 collectives go through gloo). Each process logs to `<log_dir>/process_<i>.log`.
@@ -30,12 +31,17 @@ def free_port() -> int:
 
 
 def process_command(
-    train_args: list[str], *, port: int, num_processes: int, process_id: int
+    train_args: list[str],
+    *,
+    port: int,
+    num_processes: int,
+    process_id: int,
+    module: str = "segjax.train",
 ) -> list[str]:
   return [
       sys.executable,
       "-m",
-      "segjax.train",
+      module,
       *train_args,
       f"--coordinator_address=127.0.0.1:{port}",
       f"--num_processes={num_processes}",
@@ -49,6 +55,7 @@ def launch(
     num_processes: int,
     devices_per_process: int,
     log_dir: pathlib.Path,
+    module: str = "segjax.train",
 ) -> int:
   """Runs the job; returns 0 when every process exits 0."""
   log_dir.mkdir(parents=True, exist_ok=True)
@@ -67,7 +74,11 @@ def launch(
     processes.append(
         subprocess.Popen(
             process_command(
-                train_args, port=port, num_processes=num_processes, process_id=i
+                train_args,
+                port=port,
+                num_processes=num_processes,
+                process_id=i,
+                module=module,
             ),
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -117,6 +128,12 @@ def main() -> int:
       type=pathlib.Path,
       default=pathlib.Path("runs/launch_local_logs"),
   )
+  parser.add_argument(
+      "--module",
+      default="segjax.train",
+      choices=("segjax.train", "segjax.preprocess"),
+      help="what each process runs (both take the segjax.train flags)",
+  )
   parser.add_argument("train_args", nargs=argparse.REMAINDER)
   args = parser.parse_args()
   train_args = (
@@ -131,6 +148,7 @@ def main() -> int:
       num_processes=args.num_processes,
       devices_per_process=args.devices_per_process,
       log_dir=args.log_dir,
+      module=args.module,
   )
 
 

@@ -11,6 +11,11 @@ Typical use (what the trainer does):
   eval_batches = data.make_eval_batches(splits["dev"], tokenizer, ...)
 """
 
+from segjax.data.corpus import as_corpus
+from segjax.data.corpus import Corpus
+from segjax.data.corpus import InMemoryCorpus
+from segjax.data.corpus import name_rank
+from segjax.data.corpus import ShardedCorpus
 from segjax.data.documents import choi_text
 from segjax.data.documents import DataError
 from segjax.data.documents import decode_text
@@ -21,10 +26,12 @@ from segjax.data.documents import read_jsonl
 from segjax.data.documents import read_wiki727k_dir
 from segjax.data.documents import ReadResult
 from segjax.data.documents import write_choi_dir
-from segjax.data.pipeline import boundary_labels
+from segjax.data.corpus import boundary_labels
 from segjax.data.pipeline import document_lengths
 from segjax.data.pipeline import document_windows
+from segjax.data.pipeline import EvalBatches
 from segjax.data.pipeline import gather_windows
+from segjax.data.pipeline import list_windows
 from segjax.data.pipeline import local_rows
 from segjax.data.pipeline import make_eval_batches
 from segjax.data.pipeline import make_train_iterator
@@ -32,13 +39,14 @@ from segjax.data.pipeline import pad_documents
 from segjax.data.pipeline import padded_gold_and_mask
 from segjax.data.pipeline import sentence_labels
 from segjax.data.pipeline import stitch_window_probs
-from segjax.data.pipeline import tokenize_windows
 from segjax.data.pipeline import Window
 from segjax.data.pipeline import window_starts
+from segjax.data.pipeline import window_table
 from segjax.data.pipeline import WindowTable
 from segjax.data.pydoc_corpus import pydoc_documents
 from segjax.data.splits import hold_out
 from segjax.data.splits import load_splits
+from segjax.data.splits import open_splits
 from segjax.data.splits import SOURCES
 from segjax.data.text import split_sentences
 from segjax.data.text import Tokenizer

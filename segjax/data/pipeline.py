@@ -1,4 +1,4 @@
-"""Labels, windows and batches: from documents to model inputs.
+"""Labels, windows and batches: from a corpus to model inputs.
 
 Batches hold `tokens [B, S, L]` int32, `labels [B, S]` int32 and
 `sentence_mask [B, S]` bool, where S = `max_sentences` and L =
@@ -8,44 +8,36 @@ and for padding. A window cut inside a document keeps the real label of its
 last sentence: that sentence is a genuine prediction target.
 
 Documents longer than S sentences are cut into windows. The windows of a
-corpus are listed once, when the pipeline is built, as runs of one flat
-numbering of sentence rows; a batch is a numpy gather of token ids, and each
-distinct sentence is tokenized the first time a batch needs it (then cached),
-which keeps the input pipeline far ahead of the train step.
+corpus are listed once, from its sentences per document, when the pipeline
+is built; a batch gathers just its windows' sentence runs from the corpus
+(`segjax.data.corpus`: documents in memory, or records of on-disk shards),
+so the pipeline stays far ahead of the train step.
 
 Multi-process runs: every process lists the same global sequence of windows
 and the same global batches of `global_batch_size` rows, and process i keeps
 rows `[i * b, (i + 1) * b)` with `b = global_batch_size // process_count`. So
 P processes see exactly the global batches of one process, in the same order,
-and each process tokenizes and materialises only its own rows: its shard.
+and each process reads and tokenizes only its own rows: its shard.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 from absl import logging
 import grain
 import numpy as np
 
+from segjax.data.corpus import as_corpus
+from segjax.data.corpus import boundary_labels
+from segjax.data.corpus import Corpus
 from segjax.data.documents import Document
 from segjax.embedding_cache import sentence_digests
 from segjax.data.text import Tokenizer
 
 Batch = dict[str, np.ndarray]
-
-
-def boundary_labels(document: Document) -> np.ndarray:
-  """Gold labels of a document, int32 `[n]`: 1 at every segment's last sentence.
-
-  The document's last sentence is 1 too (it ends a segment); this is the gold
-  array for the metrics, which ignore that position anyway.
-  """
-  labels = np.zeros(document.num_sentences, np.int32)
-  ends = np.cumsum([len(s) for s in document.segments], dtype=np.int64) - 1
-  labels[ends] = 1
-  return labels
 
 
 def sentence_labels(document: Document, ignore_index: int) -> np.ndarray:
@@ -97,98 +89,68 @@ def document_windows(
   ]
 
 
-class _LazyRows:
-  """Token ids per distinct sentence, computed when first needed, then kept.
+def list_windows(
+    lengths: np.ndarray, max_sentences: int, stride: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """`window_starts` of every document at once, vectorised.
 
-  The array is `np.zeros`, which pages in lazily, so sentences never
-  gathered (other processes' rows) cost no memory. `tokenizer` has
-  `max_tokens`, `id_dtype` and `encode(sentences) -> [n, max_tokens]`.
+  Returns:
+    int32 `(window_doc, window_start, window_length)`, `[W]` each, windows
+    in document order.
   """
-
-  def __init__(self, tokenizer, num_sentences: int):
-    self._tokenizer = tokenizer
-    self._ids = np.zeros(
-        (num_sentences, tokenizer.max_tokens), tokenizer.id_dtype
-    )
-    self._done = np.zeros(num_sentences, bool)
-
-  def get(self, ids: np.ndarray, sentences: Sequence[str]) -> np.ndarray:
-    missing = np.unique(ids[~self._done[ids]])
-    if missing.size:
-      encoded = self._tokenizer.encode([sentences[i] for i in missing])
-      self._ids[missing] = encoded
-      self._done[missing] = True
-    return self._ids[ids]
+  window_starts(0, max_sentences, stride)  # Validates the two sizes.
+  lengths = np.asarray(lengths, np.int64)
+  counts = np.where(
+      lengths > max_sentences,
+      -(-(lengths - max_sentences) // stride) + 1,
+      np.minimum(lengths, 1),
+  )
+  window_doc = np.repeat(np.arange(len(lengths)), counts)
+  first_window = np.cumsum(counts) - counts
+  window_start = (np.arange(counts.sum()) - first_window[window_doc]) * stride
+  window_length = np.minimum(lengths[window_doc] - window_start, max_sentences)
+  return tuple(
+      x.astype(np.int32) for x in (window_doc, window_start, window_length)
+  )
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class WindowTable:
-  """Every window of a corpus; sentences are tokenized when first gathered.
+  """Every window of a corpus, and what a batch of them is made of.
 
-  Sentence rows of all documents are numbered back to back; a window is a
-  run of consecutive rows of one document. Token ids are computed on demand
-  and cached per distinct sentence, so a process of a multi-process job only
-  ever tokenizes the sentences of its own rows of each batch.
+  A window is a run of at most `max_sentences` consecutive sentences of one
+  document; gathering a batch reads just those runs from the corpus.
 
   Attributes:
-    sentences: the distinct sentences of the corpus.
-    sentence_ids: `[num_rows]` int64 index into `sentences` of every row.
-    labels: `[num_rows]` int32 training labels (`sentence_labels`).
+    corpus: the documents (`corpus.Corpus`: in memory or on-disk shards).
     window_doc: `[W]` int32 document index of each window.
     window_start: `[W]` int32 first sentence of each window in its document.
-    window_offset: `[W]` int64 row of that sentence.
     window_length: `[W]` int32 sentences in each window.
     max_sentences: S, the padded number of sentences per window.
     ignore_index: the label of ignored positions.
-    tokenizer: turns sentences into token ids.
     embeddings: pretrained sentence vectors (an `EmbeddingCache` holding
       every sentence), or None.
-    embedding_rows: `[len(sentences)]` int64 cache row of each sentence.
     encoder_tokenizer: a pretrained encoder's tokenizer
       (`text.WordpieceTokenizer`) when the encoder is fine-tuned: batches
       then carry its `encoder_ids`; or None.
   """
 
-  sentences: tuple[str, ...]
-  sentence_ids: np.ndarray
-  labels: np.ndarray
+  corpus: Corpus
   window_doc: np.ndarray
   window_start: np.ndarray
-  window_offset: np.ndarray
   window_length: np.ndarray
   max_sentences: int
   ignore_index: int
-  tokenizer: Tokenizer
   embeddings: Any = None
-  embedding_rows: np.ndarray | None = None
   encoder_tokenizer: Any = None
-  _tokens: _LazyRows = dataclasses.field(init=False, repr=False)
-  _encoder_ids: _LazyRows | None = dataclasses.field(init=False, repr=False)
-
-  def __post_init__(self):
-    lazy = lambda tokenizer: _LazyRows(tokenizer, len(self.sentences))
-    object.__setattr__(self, "_tokens", lazy(self.tokenizer))
-    object.__setattr__(
-        self,
-        "_encoder_ids",
-        lazy(self.encoder_tokenizer) if self.encoder_tokenizer else None,
-    )
 
   @property
   def num_windows(self) -> int:
     return len(self.window_doc)
 
-  def tokens(self, rows: np.ndarray) -> np.ndarray:
-    """Token ids `[len(rows), L]` of sentence rows, tokenizing new ones."""
-    return self._tokens.get(self.sentence_ids[rows], self.sentences)
 
-  def encoder_ids(self, rows: np.ndarray) -> np.ndarray:
-    """The pretrained encoder's wordpiece ids `[len(rows), L']` of rows."""
-    return self._encoder_ids.get(self.sentence_ids[rows], self.sentences)
-
-
-def tokenize_windows(
-    documents: Sequence[Document],
+def window_table(
+    documents: Sequence[Document] | Corpus,
     tokenizer: Tokenizer,
     *,
     max_sentences: int,
@@ -197,58 +159,19 @@ def tokenize_windows(
     embeddings: Any = None,
     encoder_tokenizer: Any = None,
 ) -> WindowTable:
-  """Lists a corpus's windows (see `WindowTable`; tokens come on demand).
-
-  Raises:
-    ValueError: `embeddings` (an `EmbeddingCache`) lacks a sentence.
-  """
-  lengths = np.array([doc.num_sentences for doc in documents], np.int64)
-  doc_offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-  # Distinct sentences are tokenized once: corpora built from a sentence
-  # pool (like the pydoc one) repeat sentences many times.
-  id_of_sentence = {}
-  sentence_ids = np.fromiter(
-      (
-          id_of_sentence.setdefault(sentence, len(id_of_sentence))
-          for doc in documents
-          for sentence in doc.sentences
-      ),
-      np.int64,
-      int(lengths.sum()),
+  """Lists the windows of documents (or a `Corpus`); see `WindowTable`."""
+  corpus = as_corpus(documents, tokenizer)
+  window_doc, window_start, window_length = list_windows(
+      corpus.lengths, max_sentences, stride
   )
-  labels = [sentence_labels(doc, ignore_index) for doc in documents]
-  windows = [
-      (index, start)
-      for index, doc in enumerate(documents)
-      for start in window_starts(doc.num_sentences, max_sentences, stride)
-  ]
-  window_doc = np.array([d for d, _ in windows], np.int32).reshape(-1)
-  window_start = np.array([s for _, s in windows], np.int32).reshape(-1)
-  sentences = tuple(id_of_sentence)
-  embedding_rows = None
-  if embeddings is not None:
-    embedding_rows = embeddings.rows(sentence_digests(sentences))
-    if (embedding_rows < 0).any():
-      missing = sentences[int(np.argmin(embedding_rows))]
-      raise ValueError(
-          f"the embedding cache {embeddings.folder} lacks the sentence "
-          f"{missing[:80]!r} (and {int((embedding_rows < 0).sum()) - 1} more)"
-      )
   return WindowTable(
-      sentences=sentences,
-      sentence_ids=sentence_ids,
-      labels=np.concatenate(labels) if labels else np.zeros(0, np.int32),
+      corpus=corpus,
       window_doc=window_doc,
       window_start=window_start,
-      window_offset=doc_offsets[window_doc] + window_start,
-      window_length=np.minimum(
-          lengths[window_doc] - window_start, max_sentences
-      ).astype(np.int32),
+      window_length=window_length,
       max_sentences=max_sentences,
       ignore_index=ignore_index,
-      tokenizer=tokenizer,
       embeddings=embeddings,
-      embedding_rows=embedding_rows,
       encoder_tokenizer=encoder_tokenizer,
   )
 
@@ -257,19 +180,29 @@ def _with_labelled_windows_only(table: WindowTable) -> WindowTable:
   """The table without windows that have no label to learn from.
 
   Such windows are a lone document-final sentence (a one-sentence document
-  or the tail window of a long one); they would only dilute batches.
+  or the tail window of a long one), whose label is ignored; they would only
+  dilute batches.
   """
-  is_labelled = table.labels != table.ignore_index
-  labelled = np.concatenate([[0], np.cumsum(is_labelled)])
-  end = table.window_offset + table.window_length
-  has_label = labelled[end] > labelled[table.window_offset]
+  lengths = table.corpus.lengths[table.window_doc]
+  has_label = table.window_start < lengths - 1
   return dataclasses.replace(
       table,
       window_doc=table.window_doc[has_label],
       window_start=table.window_start[has_label],
-      window_offset=table.window_offset[has_label],
       window_length=table.window_length[has_label],
   )
+
+
+def _embedding_rows(embeddings, sentences: Sequence[str]) -> np.ndarray:
+  """Cache rows of sentences; a ValueError names one the cache lacks."""
+  rows = embeddings.rows(sentence_digests(sentences))
+  if (rows < 0).any():
+    missing = sentences[int(np.argmin(rows))]
+    raise ValueError(
+        f"the embedding cache {embeddings.folder} lacks the sentence "
+        f"{missing[:80]!r} (and {int((rows < 0).sum()) - 1} more)"
+    )
+  return rows
 
 
 def gather_windows(table: WindowTable, rows: np.ndarray) -> Batch:
@@ -287,31 +220,37 @@ def gather_windows(table: WindowTable, rows: np.ndarray) -> Batch:
   sentence_mask = real[:, None] & (
       positions < table.window_length[safe_rows][:, None]
   )
-  flat = np.where(
-      sentence_mask, table.window_offset[safe_rows][:, None] + positions, 0
+  pretrained = (
+      table.embeddings is not None or table.encoder_tokenizer is not None
   )
-  tokens = np.zeros(
-      sentence_mask.shape + (table.tokenizer.max_tokens,), np.int32
+  runs = table.corpus.gather(
+      table.window_doc[rows[real]],
+      table.window_start[rows[real]],
+      table.window_length[rows[real]],
+      with_sentences=pretrained,
   )
-  tokens[sentence_mask] = table.tokens(flat[sentence_mask])
-  labels = np.where(sentence_mask, table.labels[flat], table.ignore_index)
-  batch = {
-      "tokens": tokens,
-      "labels": labels.astype(np.int32),
-      "sentence_mask": sentence_mask,
-  }
+  tokens = np.zeros(sentence_mask.shape + (runs.tokens.shape[-1],), np.int32)
+  # Boolean-mask assignment fills row-major: window by window, in order.
+  tokens[sentence_mask] = runs.tokens
+  labels = np.full(sentence_mask.shape, table.ignore_index, np.int32)
+  labels[sentence_mask] = np.where(runs.is_last, table.ignore_index, runs.gold)
+  batch = {"tokens": tokens, "labels": labels, "sentence_mask": sentence_mask}
   if table.embeddings is not None:
-    rows_of = table.embedding_rows[table.sentence_ids[flat[sentence_mask]]]
     embeddings = np.zeros(
         sentence_mask.shape + (table.embeddings.dim,), np.float16
     )
-    embeddings[sentence_mask] = table.embeddings.vectors(rows_of)
+    embeddings[sentence_mask] = table.embeddings.vectors(
+        _embedding_rows(table.embeddings, runs.sentences)
+    )
     batch["embeddings"] = embeddings
   if table.encoder_tokenizer is not None:
     encoder_ids = np.zeros(
         sentence_mask.shape + (table.encoder_tokenizer.max_tokens,), np.int32
     )
-    encoder_ids[sentence_mask] = table.encoder_ids(flat[sentence_mask])
+    if runs.sentences:
+      encoder_ids[sentence_mask] = table.encoder_tokenizer.encode(
+          runs.sentences
+      )
     batch["encoder_ids"] = encoder_ids
   return batch
 
@@ -357,7 +296,7 @@ class _LocalBatch:
 
 
 def make_train_iterator(
-    documents: Sequence[Document],
+    documents: Sequence[Document] | Corpus,
     tokenizer: Tokenizer,
     *,
     global_batch_size: int,
@@ -386,8 +325,8 @@ def make_train_iterator(
   `grain.checkpoint.CheckpointSave`) resume exactly.
 
   Args:
-    documents: the training documents.
-    tokenizer: turns sentences into token ids.
+    documents: the training documents, or a `Corpus` of them.
+    tokenizer: turns sentences into token ids (of in-memory documents).
     global_batch_size: rows per step over all processes.
     max_sentences: S, sentences per window.
     seed: the shuffle seed (taken modulo 2**32).
@@ -407,7 +346,7 @@ def make_train_iterator(
   """
   rows = local_rows(global_batch_size, process_index, process_count)
   table = _with_labelled_windows_only(
-      tokenize_windows(
+      window_table(
           documents,
           tokenizer,
           max_sentences=max_sentences,
@@ -434,16 +373,54 @@ def make_train_iterator(
       .batch(global_batch_size, drop_remainder=True)
       .map(_LocalBatch(table, rows))
   )
-  # The data are in memory and a batch is one gather: one thread suffices to
-  # stay ahead of the step, and more would only contend for the GIL.
+  # A batch is one gather (from memory, or a read of its rows' records): one
+  # thread stays ahead of the step, and more would only contend for the GIL.
   read_options = read_options or grain.ReadOptions(
       num_threads=1, prefetch_buffer_size=4
   )
   return iter(dataset.to_iter_dataset(read_options))
 
 
+class EvalBatches(Sequence):
+  """This process's evaluation batches, gathered when read (see below).
+
+  A sequence rather than a list, so that a large dev set is never held in
+  memory as batches: each is gathered from the corpus when indexed.
+  """
+
+  def __init__(self, table: WindowTable, rows: slice, global_batch_size: int):
+    self.table = table
+    self.rows = rows
+    self.global_batch_size = global_batch_size
+
+  def __len__(self) -> int:
+    return -(-self.table.num_windows // self.global_batch_size)
+
+  def __getitem__(self, index: int) -> Batch:
+    if not -len(self) <= index < len(self):
+      raise IndexError(index)
+    index %= len(self)
+    first = index * self.global_batch_size
+    windows = np.arange(first, first + self.global_batch_size)[self.rows]
+    windows = np.where(windows < self.table.num_windows, windows, -1)
+    valid = windows >= 0
+    safe = np.maximum(windows, 0)
+    batch = gather_windows(self.table, windows)
+    batch["example_id"] = np.arange(
+        self.rows.start, self.rows.stop, dtype=np.int32
+    )
+    batch["window_doc"] = np.where(
+        valid, self.table.window_doc[safe], -1
+    ).astype(np.int32)
+    batch["window_start"] = np.where(
+        valid, self.table.window_start[safe], 0
+    ).astype(np.int32)
+    batch["valid_example"] = valid
+    return batch
+
+
 def make_eval_batches(
-    documents: Sequence[Document],
+    documents: Sequence[Document] | Corpus,
     tokenizer: Tokenizer,
     *,
     global_batch_size: int,
@@ -454,7 +431,7 @@ def make_eval_batches(
     ignore_index: int,
     embeddings: Any = None,
     encoder_tokenizer: Any = None,
-) -> list[Batch]:
+) -> EvalBatches:
   """This process's evaluation batches: every window exactly once globally.
 
   Windows overlap (`stride` defaults to `max_sentences // 2`) so that each
@@ -471,7 +448,7 @@ def make_eval_batches(
     The batches, `b = global_batch_size // process_count` rows each.
   """
   rows = local_rows(global_batch_size, process_index, process_count)
-  table = tokenize_windows(
+  table = window_table(
       documents,
       tokenizer,
       max_sentences=max_sentences,
@@ -480,28 +457,13 @@ def make_eval_batches(
       embeddings=embeddings,
       encoder_tokenizer=encoder_tokenizer,
   )
-  num_batches = -(-table.num_windows // global_batch_size)
-  padded = np.full(num_batches * global_batch_size, -1, np.int64)
-  padded[: table.num_windows] = np.arange(table.num_windows)
-  batches = []
-  for global_windows in padded.reshape(num_batches, global_batch_size):
-    windows = global_windows[rows]
-    valid = windows >= 0
-    batch = gather_windows(table, windows)
-    batch["example_id"] = np.arange(rows.start, rows.stop, dtype=np.int32)
-    batch["window_doc"] = np.where(
-        valid, table.window_doc[np.maximum(windows, 0)], -1
-    ).astype(np.int32)
-    batch["window_start"] = np.where(
-        valid, table.window_start[np.maximum(windows, 0)], 0
-    ).astype(np.int32)
-    batch["valid_example"] = valid
-    batches.append(batch)
-  return batches
+  return EvalBatches(table, rows, global_batch_size)
 
 
-def document_lengths(documents: Sequence[Document]) -> np.ndarray:
+def document_lengths(documents: Sequence[Document] | Corpus) -> np.ndarray:
   """Sentences per document, int32 `[num_docs]`."""
+  if hasattr(documents, "lengths"):
+    return np.asarray(documents.lengths, np.int32)
   lengths = [doc.num_sentences for doc in documents]
   return np.array(lengths, np.int32).reshape(-1)
 
@@ -588,8 +550,10 @@ def padded_gold_and_mask(
   T is the longest document; `mask` is True on every real sentence, the last
   one of each document included (SPEC section 6).
   """
-  gold = pad_documents([boundary_labels(doc) for doc in documents], 0)
-  mask = pad_documents(
-      [np.ones(doc.num_sentences, bool) for doc in documents], False
-  )
+  if hasattr(documents, "gold_labels"):
+    labels = documents.gold_labels()
+  else:
+    labels = [boundary_labels(doc) for doc in documents]
+  gold = pad_documents(labels, 0)
+  mask = pad_documents([np.ones(len(g), bool) for g in labels], False)
   return gold.astype(np.int32), mask.astype(bool)

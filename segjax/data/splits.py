@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import pathlib
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from absl import logging
+import numpy as np
 
+from segjax.data import corpus as corpus_lib
 from segjax.data import documents as documents_lib
 from segjax.data import pydoc_corpus
 from segjax.data.documents import DataError, Document
@@ -16,9 +17,14 @@ SPLITS = ("train", "dev", "test")
 SOURCES = ("pydoc", "choi", "wiki727k", "jsonl", "auto")
 
 
-def _name_rank(document: Document) -> bytes:
-  """A stable pseudo-random sort key of a document, from its name only."""
-  return hashlib.blake2b(document.name.encode("utf-8"), digest_size=8).digest()
+def held_out_indices(name_ranks: np.ndarray, fraction: float) -> np.ndarray:
+  """Sorted indices of the documents `hold_out` holds out, from name ranks."""
+  if not 0 <= fraction < 1:
+    raise ValueError(f"dev_fraction must be in [0, 1), got {fraction}")
+  count = round(fraction * len(name_ranks))
+  if fraction > 0 and len(name_ranks) >= 2:
+    count = max(count, 1)
+  return corpus_lib.lowest_ranks(name_ranks, count)
 
 
 def hold_out(
@@ -27,23 +33,19 @@ def hold_out(
   """Splits `documents` into (kept, held out) deterministically.
 
   The held-out documents are the `round(fraction * n)` (at least one when
-  0 < fraction and n >= 2) whose names hash lowest. The choice depends only on
-  the names, not on the seed, the file order or where the data are stored;
-  both parts keep the input order.
+  0 < fraction and n >= 2) whose names rank lowest (`corpus.name_rank`). The
+  choice depends only on the names, not on the seed, the file order or where
+  the data are stored; both parts keep the input order.
   """
-  if not 0 <= fraction < 1:
-    raise ValueError(f"dev_fraction must be in [0, 1), got {fraction}")
-  count = round(fraction * len(documents))
-  if fraction > 0 and len(documents) >= 2:
-    count = max(count, 1)
-  held = {id(doc) for doc in sorted(documents, key=_name_rank)[:count]}
+  ranks = np.array([corpus_lib.name_rank(d.name) for d in documents], np.uint64)
+  held = set(held_out_indices(ranks, fraction).tolist())
   return (
-      [doc for doc in documents if id(doc) not in held],
-      [doc for doc in documents if id(doc) in held],
+      [doc for i, doc in enumerate(documents) if i not in held],
+      [doc for i, doc in enumerate(documents) if i in held],
   )
 
 
-def _split_path(
+def split_path(
     root: pathlib.Path, split: str, source: str
 ) -> pathlib.Path | None:
   """Where a split lives under `root`: `split/`, or `split.jsonl` for JSONL."""
@@ -82,7 +84,7 @@ def _file_splits(
   root = pathlib.Path(path)
   if not path or not root.is_dir():
     raise DataError(f"data.path {path!r} is not a directory")
-  locations = {split: _split_path(root, split, source) for split in SPLITS}
+  locations = {split: split_path(root, split, source) for split in SPLITS}
   if locations["train"] is None:
     jsonl_layout = (
         " or train.jsonl, dev.jsonl, test.jsonl"
@@ -169,4 +171,92 @@ def load_splits(data_config: Any) -> dict[str, list[Document]]:
     )
   if not splits["train"]:
     raise DataError(f"data.source={source!r}: the train split has no documents")
+  return splits
+
+
+def open_splits(
+    data_config: Any,
+    tokenizer,
+    workdir,
+    *,
+    process_index: int = 0,
+    process_count: int = 1,
+    sync: Callable[[], None] = lambda: None,
+) -> dict[str, corpus_lib.Corpus]:
+  """The train/dev/test corpora of a data config, for training.
+
+  The embedded pydoc corpus is read into memory (`load_splits`); a corpus
+  folder is read through its ArrayRecord shards (`shards.build` makes them on
+  first use, in `data.cache_dir` or `<workdir>/data`), so a process holds a
+  few numbers per document, whatever the corpus size. Held-out dev and
+  `max_documents` select the same documents as `load_splits`.
+
+  Raises:
+    DataError: missing folders or malformed files (naming file and line).
+  """
+  from segjax.data import shards  # pylint: disable=g-import-not-at-top
+
+  if data_config.source == "pydoc":
+    return {
+        split: corpus_lib.InMemoryCorpus(documents, tokenizer)
+        for split, documents in load_splits(data_config).items()
+    }
+  folder = shards.build(
+      data_config,
+      tokenizer,
+      workdir,
+      process_index=process_index,
+      process_count=process_count,
+      sync=sync,
+  )
+  manifest = shards.read_manifest(folder)
+  splits, skipped = {}, {}
+  for split in SPLITS:
+    if split in manifest["splits"]:
+      splits[split] = shards.open_split(
+          folder, manifest, split, tokenizer.max_tokens
+      )
+      skipped[split] = manifest["splits"][split]["skipped"]
+    else:
+      splits[split] = splits["train"].subset([])
+      skipped[split] = 0
+  held_out = "dev" not in manifest["splits"]
+  if held_out:
+    train = splits["train"]
+    dev = held_out_indices(train.name_ranks, data_config.dev_fraction)
+    splits["dev"] = train.subset(dev)
+    splits["train"] = train.subset(np.setdiff1d(np.arange(len(train)), dev))
+    logging.warning(
+        "%s has no dev split: holding out %d of %d training documents "
+        "(data.dev_fraction=%g, chosen by a hash of the document names)",
+        data_config.path,
+        len(dev),
+        len(train),
+        data_config.dev_fraction,
+    )
+  if "test" not in manifest["splits"]:
+    logging.warning("%s has no test split; the test set is empty", folder)
+  if data_config.max_documents:
+    splits = {
+        split: corpus.subset(
+            np.arange(min(len(corpus), data_config.max_documents))
+        )
+        for split, corpus in splits.items()
+    }
+  for split, corpus in splits.items():
+    logging.info(
+        "Data %s/%s: %d documents, %d sentences, %d empty skipped%s (shards"
+        " in %s)",
+        data_config.source,
+        split,
+        len(corpus),
+        int(corpus.lengths.sum()),
+        skipped[split],
+        " (held out from train)" if split == "dev" and held_out else "",
+        folder,
+    )
+  if not len(splits["train"]):
+    raise DataError(
+        f"data.source={data_config.source!r}: the train split has no documents"
+    )
   return splits

@@ -1,0 +1,327 @@
+r"""Benchmarks large corpora: preprocessing, start-up, memory and speed.
+
+  python tools/bench_corpus.py --documents=20000,100000 --work=/tmp/bench
+  python tools/bench_corpus.py --documents=20000 \
+      --baseline_tree=/tmp/old_segjax   # the same rows for another checkout
+
+For each corpus size N it writes a Wiki-727K-shaped corpus
+(`tools/make_synthetic_corpus.py`, reused when present) and measures, each
+in fresh processes:
+
+  * reading the text into memory (`segjax.data.load_splits`, what every
+    process of a run did before the shards existed);
+  * `segjax.preprocess` into ArrayRecord shards with 1 and 2 processes;
+  * training the default model (`configs/boundary.py`) on the shards, with
+    1 process x 1 device and 2 processes x 2 devices: time from launch to
+    the first step's metrics line, peak RSS per process, steps/s over
+    `--steps` steps (then SIGTERM, which saves and exits).
+
+With `--baseline_tree` (a checkout of another segjax version) the training
+rows are also measured with that code on the same corpus. Writes the
+`bench_corpus` section of BENCHMARKS.md unless `--no-write`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import bench_report
+
+REPO = bench_report.REPO_ROOT
+# `python -c <this> <module or -c code> args...`: runs the module as
+# `python -m` would (or the code), then prints the process's peak RSS.
+_WITH_PEAK_RSS = (
+    "import atexit, resource, runpy, sys\n"
+    "atexit.register(lambda: sys.stderr.write('PEAK_RSS_KB %d\\n' % "
+    "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))\n"
+    "target = sys.argv.pop(1)\n"
+    "if target == '-c':\n"
+    "  exec(sys.argv.pop(1))\n"
+    "else:\n"
+    "  sys.argv[0] = target\n"
+    "  runpy.run_module(target, run_name='__main__', alter_sys=True)\n"
+)
+_READ_TEXT = (
+    "import sys, ml_collections\n"
+    "from segjax import data\n"
+    "splits = data.load_splits(ml_collections.ConfigDict(dict(source="
+    "'wiki727k', path=sys.argv[1], dev_fraction=0.1, max_documents=0)))\n"
+    "print(sum(len(s) for s in splits.values()))\n"
+)
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _env(devices: int, tree: pathlib.Path) -> dict[str, str]:
+  return dict(
+      os.environ,
+      JAX_PLATFORMS="cpu",
+      XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+      PYTHONPATH=str(tree),
+  )
+
+
+def _peak_rss_gb(stderr: str) -> float:
+  values = [
+      int(line.split()[1])
+      for line in stderr.splitlines()
+      if line.startswith("PEAK_RSS_KB ")
+  ]
+  return max(values) / 2**20 if values else float("nan")
+
+
+def _launch(module, flags, *, processes, devices, tree, log_dir):
+  """Starts `processes` processes of `module` (a job when more than one)."""
+  port = _free_port()
+  started = []
+  for index in range(processes):
+    job = (
+        [
+            f"--coordinator_address=127.0.0.1:{port}",
+            f"--num_processes={processes}",
+            f"--process_id={index}",
+        ]
+        if processes > 1
+        else []
+    )
+    log = open(log_dir / f"{module}_{index}.log", "w+", encoding="utf-8")
+    started.append(
+        (
+            subprocess.Popen(
+                [sys.executable, "-c", _WITH_PEAK_RSS, module, *flags, *job],
+                cwd=tree,
+                env=_env(devices, tree),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            ),
+            log,
+        )
+    )
+  return started
+
+
+def _finish(started) -> list[float]:
+  """Waits for the processes; their peak RSS in GB (raises on a failure)."""
+  peaks = []
+  for process, log in started:
+    code = process.wait()
+    log.seek(0)
+    output = log.read()
+    log.close()
+    if code != 0:
+      raise RuntimeError(f"exit {code}: {output[-3000:]}")
+    peaks.append(_peak_rss_gb(output))
+  return peaks
+
+
+def read_text(corpus: pathlib.Path, tree: pathlib.Path) -> dict:
+  start = time.perf_counter()
+  result = subprocess.run(
+      [sys.executable, "-c", _WITH_PEAK_RSS, "-c", _READ_TEXT, str(corpus)],
+      cwd=tree,
+      env=_env(1, tree),
+      capture_output=True,
+      text=True,
+      check=True,
+  )
+  return {
+      "seconds": time.perf_counter() - start,
+      "peak_rss_gb": _peak_rss_gb(result.stderr),
+  }
+
+
+def _data_flags(corpus, cache_dir, workdir):
+  return [
+      "--config=configs/boundary.py",
+      f"--workdir={workdir}",
+      "--config.data.source=wiki727k",
+      f"--config.data.path={corpus}",
+      f"--config.data.cache_dir={cache_dir}",
+  ]
+
+
+def preprocess(corpus, cache_dir, processes, log_dir) -> dict:
+  shutil.rmtree(cache_dir, ignore_errors=True)
+  start = time.perf_counter()
+  peaks = _finish(
+      _launch(
+          "segjax.preprocess",
+          _data_flags(corpus, cache_dir, log_dir / "unused"),
+          processes=processes,
+          devices=1,
+          tree=REPO,
+          log_dir=log_dir,
+      )
+  )
+  return {"seconds": time.perf_counter() - start, "peak_rss_gb": max(peaks)}
+
+
+def train(
+    corpus, cache_dir, workdir, *, processes, devices, steps, tree, log_dir
+) -> dict:
+  """Launch to first metrics line, peak RSS, steps/s; then SIGTERM."""
+  shutil.rmtree(workdir, ignore_errors=True)
+  flags = _data_flags(corpus, cache_dir, workdir) + [
+      "--config.train.num_steps=1000000",
+      "--config.train.log_every=1",
+      "--config.train.eval_every=1000000",
+      "--config.train.checkpoint_every=1000000",
+  ]
+  start = time.perf_counter()
+  started = _launch(
+      "segjax.train",
+      flags,
+      processes=processes,
+      devices=devices,
+      tree=tree,
+      log_dir=log_dir,
+  )
+  metrics = workdir / "metrics.jsonl"
+  first_step = None
+  events = []
+  while True:
+    if any(p.poll() is not None for p, _ in started):
+      _finish(started)  # Raises with the failed process's log.
+      raise RuntimeError("a training process exited early")
+    if metrics.exists():
+      events = [json.loads(l) for l in metrics.read_text().splitlines() if l]
+      if events and first_step is None:
+        first_step = time.perf_counter() - start
+      if events and events[-1]["step"] >= steps:
+        break
+    time.sleep(0.1)
+  for process, _ in started:
+    process.send_signal(signal.SIGTERM)
+  peaks = _finish(started)
+  rates = [e["steps_per_second"] for e in events if "steps_per_second" in e]
+  return {
+      "first_step_seconds": first_step,
+      "peak_rss_gb": max(peaks),
+      "steps_per_second": rates[-1] if rates else float("nan"),
+  }
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--documents", default="20000,100000")
+  parser.add_argument(
+      "--work", type=pathlib.Path, default=pathlib.Path("/tmp/bench_corpus")
+  )
+  parser.add_argument("--steps", type=int, default=30)
+  parser.add_argument("--baseline_tree", type=pathlib.Path, default=None)
+  parser.add_argument("--no-write", dest="write", action="store_false")
+  args = parser.parse_args()
+  args.work.mkdir(parents=True, exist_ok=True)
+  rows = []
+  for num_documents in [int(n) for n in args.documents.split(",")]:
+    corpus = args.work / f"corpus-{num_documents}"
+    if not (corpus / "test").is_dir():
+      shutil.rmtree(corpus, ignore_errors=True)
+      subprocess.run(
+          [
+              sys.executable,
+              str(REPO / "tools/make_synthetic_corpus.py"),
+              f"--output={corpus}",
+              f"--documents={num_documents}",
+          ],
+          check=True,
+      )
+    log_dir = args.work / f"logs-{num_documents}"
+    log_dir.mkdir(exist_ok=True)
+    row = {"documents": num_documents, "read_text": read_text(corpus, REPO)}
+    for processes in (1, 2):
+      row[f"preprocess_{processes}"] = preprocess(
+          corpus,
+          args.work / f"shards-{num_documents}-{processes}",
+          processes,
+          log_dir,
+      )
+      print(
+          num_documents,
+          f"preprocess_{processes}",
+          row[f"preprocess_{processes}"],
+          flush=True,
+      )
+    trees = {"new": REPO}
+    if args.baseline_tree:
+      trees["baseline"] = args.baseline_tree
+    for name, tree in trees.items():
+      for processes, devices in ((1, 1), (2, 2)):
+        key = f"train_{name}_{processes}x{devices}"
+        row[key] = train(
+            corpus,
+            args.work / f"shards-{num_documents}-1",
+            args.work / f"run-{num_documents}-{key}",
+            processes=processes,
+            devices=devices,
+            steps=args.steps,
+            tree=tree,
+            log_dir=log_dir,
+        )
+        print(num_documents, key, row[key], flush=True)
+    rows.append(row)
+    (args.work / "results.json").write_text(json.dumps(rows, indent=2))
+  print(json.dumps(rows, indent=2))
+  if args.write:
+    write_section(rows, args)
+
+
+def write_section(rows, args) -> None:
+  lines = []
+  for row in rows:
+    n = row["documents"]
+    lines.append(
+        f"| {n:,} | read text | {row['read_text']['seconds']:.0f} s | | "
+        f"{row['read_text']['peak_rss_gb']:.2f} | |"
+    )
+    for processes in (1, 2):
+      r = row[f"preprocess_{processes}"]
+      lines.append(
+          f"| {n:,} | preprocess, {processes} process(es) | {r['seconds']:.0f} s"
+          f" | | {r['peak_rss_gb']:.2f} | |"
+      )
+    for key, r in row.items():
+      if key.startswith("train_"):
+        _, name, shape = key.split("_")
+        lines.append(
+            f"| {n:,} | train {shape} ({name} code) | | "
+            f"{r['first_step_seconds']:.1f} s | {r['peak_rss_gb']:.2f} | "
+            f"{r['steps_per_second']:.2f} |"
+        )
+  bench_report.write_section(
+      "bench_corpus",
+      bench_report.table_section(
+          "Large corpora (tools/bench_corpus.py)",
+          "Synthetic Wiki-727K-shaped corpora (`tools/make_synthetic_corpus.py`)"
+          f"; `python tools/bench_corpus.py --documents={args.documents}"
+          f" --steps={args.steps}`. First step: from launch to the first "
+          "metrics line, after preprocessing. Peak RSS: the largest process. "
+          "Baseline rows: the same command with another checkout's code.",
+          [
+              "documents",
+              "what",
+              "time",
+              "to first step",
+              "peak RSS GB/process",
+              "steps/s",
+          ],
+          lines,
+      ),
+  )
+
+
+if __name__ == "__main__":
+  main()

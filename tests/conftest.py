@@ -13,7 +13,39 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # compilation_cache.get_executable_and_time, reproducibly from a fresh clone).
 
 
+import gc  # pylint: disable=g-import-not-at-top,g-bad-import-order
+
 import pytest  # pylint: disable=g-import-not-at-top,g-bad-import-order
+
+# Above this resident size the test process frees JAX's compiled executables.
+MAX_RESIDENT_BYTES = 2 * 2**30
+
+
+def _resident_bytes() -> int:
+  """This process's resident memory (Linux); 0 where /proc is missing."""
+  try:
+    with open("/proc/self/statm") as f:
+      return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+  except OSError:
+    return 0
+
+
+@pytest.fixture(autouse=True)
+def _bounded_memory():
+  """Frees compiled executables once the process holds too much memory.
+
+  JAX keeps every executable compiled in a process, and the tests compile
+  many models: over the whole suite that grew past 5 GB, more than a 2-core
+  CI runner's 7 GB allow with the subprocesses the tests start (CI aborted
+  the suite). Clearing only past a threshold keeps the reuse of compiled
+  steps between neighbouring tests.
+  """
+  yield
+  if _resident_bytes() > MAX_RESIDENT_BYTES:
+    import jax  # pylint: disable=g-import-not-at-top
+
+    jax.clear_caches()
+    gc.collect()
 
 
 @pytest.fixture(scope="session")

@@ -1,47 +1,60 @@
-"""Test setup: 4 simulated CPU devices, and a session-scoped trained run.
+"""Test setup: 4 simulated CPU devices and a shared compilation cache.
 
-The device count is set before JAX is imported anywhere; subprocesses (CLI
-and multi-process tests) inherit it through the environment.
+Both are set before JAX is imported anywhere, and subprocesses (CLI and
+multi-process tests) inherit them through the environment. Most end-to-end
+runs compile the same tiny programs, so the persistent cache turns a ~20 s
+compile into a ~1 s load after the first run.
 """
 
 import os
+import pathlib
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# No persistent compilation cache: in jax 0.10.2 reading back one of this
-# suite's cached executables aborted the process (in
-# compilation_cache.get_executable_and_time, reproducibly from a fresh clone).
-
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR",
+    str(
+        pathlib.Path(__file__).resolve().parent.parent / ".pytest_cache" / "jax"
+    ),
+)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import gc  # pylint: disable=g-import-not-at-top,g-bad-import-order
 
 import pytest  # pylint: disable=g-import-not-at-top,g-bad-import-order
 
-# Above this resident size the test process frees JAX's compiled executables.
+# Past either limit the test process frees JAX's compiled executables.
 MAX_RESIDENT_BYTES = 2 * 2**30
+# Each CPU executable holds ~9 memory mappings; Linux allows a process 65530
+# (vm.max_map_count), and XLA aborts the process when a mapping fails.
+MAX_MEMORY_MAPS = 20_000
 
 
-def _resident_bytes() -> int:
-  """This process's resident memory (Linux); 0 where /proc is missing."""
+def _resident_bytes_and_maps() -> tuple[int, int]:
+  """This process's resident memory and memory mappings (Linux; else 0)."""
   try:
     with open("/proc/self/statm") as f:
-      return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+      resident = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    with open("/proc/self/maps") as f:
+      return resident, sum(1 for _ in f)
   except OSError:
-    return 0
+    return 0, 0
 
 
 @pytest.fixture(autouse=True)
-def _bounded_memory():
-  """Frees compiled executables once the process holds too much memory.
+def _bounded_compiled_code():
+  """Frees compiled executables once the process holds too many.
 
   JAX keeps every executable compiled in a process, and the tests compile
-  many models: over the whole suite that grew past 5 GB, more than a 2-core
-  CI runner's 7 GB allow with the subprocesses the tests start (CI aborted
-  the suite). Clearing only past a threshold keeps the reuse of compiled
-  steps between neighbouring tests.
+  thousands of models and steps: the suite ran out of memory mappings (XLA
+  aborted it while compiling, late in the run) after growing past 5 GB.
+  Clearing only past a limit keeps the reuse of compiled steps between
+  neighbouring tests.
   """
   yield
-  if _resident_bytes() > MAX_RESIDENT_BYTES:
+  resident, maps = _resident_bytes_and_maps()
+  if resident > MAX_RESIDENT_BYTES or maps > MAX_MEMORY_MAPS:
     import jax  # pylint: disable=g-import-not-at-top
 
     jax.clear_caches()

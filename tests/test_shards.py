@@ -119,6 +119,15 @@ def test_shards_give_the_batches_of_the_documents_in_memory(
         s for doc in documents for s in doc.sentences
     ]
     _assert_same_batches(_eval_batches(corpus), _eval_batches(documents))
+    # A process's share of the last eval batch may be padding only.
+    padding = data.gather_windows(
+        data.window_table(
+            corpus, TOKENIZER, max_sentences=5, stride=5, ignore_index=IGNORE
+        ),
+        np.array([-1, -1]),
+    )
+    assert not padding["sentence_mask"].any()
+    assert (padding["labels"] == IGNORE).all()
   _assert_same_batches(
       _train_batches(sharded["train"]), _train_batches(in_memory["train"])
   )

@@ -278,6 +278,8 @@ class ShardedCorpus:
 
   def _read(self, docs: np.ndarray) -> list:
     """Decoded records of documents `docs` (each read once)."""
+    if not len(docs):  # A batch share of padding rows only.
+      return []
     unique, inverse = np.unique(docs, return_inverse=True)
     raw = self.source.__getitems__(self.records[unique].tolist())
     decoded = [decode_record(r, self.max_tokens) for r in raw]

@@ -22,7 +22,6 @@ from absl import app
 from absl import flags
 from absl import logging
 import jax
-from jax.experimental import multihost_utils
 from ml_collections import config_flags
 
 from segjax import config_lib
@@ -30,6 +29,7 @@ from segjax import data
 from segjax import metric_writers
 from segjax.data import shards
 from segjax import train  # The flags of segjax.train, parsed the same way.
+from segjax import trainer
 
 
 def main(argv: list[str]) -> None:
@@ -54,14 +54,7 @@ def main(argv: list[str]) -> None:
           "data.source and data.path to a corpus folder"
       )
     tokenizer = data.Tokenizer(**config.tokenizer)
-    splits = data.open_splits(
-        config.data,
-        tokenizer,
-        workdir,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-        sync=lambda: multihost_utils.sync_global_devices("data shards"),
-    )
+    splits = trainer.open_corpora(config, tokenizer, workdir)
   except (config_lib.ConfigError, data.DataError) as e:
     sys.exit(f"segjax.preprocess: error: {e}")
   if jax.process_index() == 0:

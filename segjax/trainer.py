@@ -429,6 +429,18 @@ class SentenceInputs(NamedTuple):
     return {**self.encoder.identity, "dim": self.encoder.dim}
 
 
+def open_corpora(config, tokenizer, workdir) -> dict[str, data.Corpus]:
+  """`data.open_splits`, the job's processes sharing any shard building."""
+  return data.open_splits(
+      config.data,
+      tokenizer,
+      workdir,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+      sync=lambda: multihost_utils.sync_global_devices("data shards"),
+  )
+
+
 def sentence_inputs(config, workdir, splits) -> SentenceInputs:
   """Loads the pretrained encoder the config asks for, if any.
 
@@ -510,14 +522,7 @@ def train_and_evaluate(
 
     # -- Input -----------------------------------------------------------------
     tokenizer = data.Tokenizer(**config.tokenizer)
-    splits = data.open_splits(
-        config.data,
-        tokenizer,
-        workdir,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-        sync=lambda: multihost_utils.sync_global_devices("data shards"),
-    )
+    splits = open_corpora(config, tokenizer, workdir)
     inputs = sentence_inputs(config, workdir, splits)
     train_iter = data.make_train_iterator(
         splits["train"],

@@ -174,7 +174,10 @@ def train(
 ) -> dict:
   """Launch to first metrics line, peak RSS, steps/s; then SIGTERM."""
   shutil.rmtree(workdir, ignore_errors=True)
-  flags = _data_flags(corpus, cache_dir, workdir) + [
+  flags = _data_flags(corpus, cache_dir, workdir)
+  if tree != REPO:  # Code from before the shards reads the text itself.
+    flags = [f for f in flags if not f.startswith("--config.data.cache_dir")]
+  flags += [
       "--config.train.num_steps=1000000",
       "--config.train.log_every=1",
       "--config.train.eval_every=1000000",

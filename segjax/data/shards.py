@@ -35,11 +35,12 @@ import tqdm
 
 from segjax.data import corpus as corpus_lib
 from segjax.data import documents as documents_lib
+from segjax.data import splits as splits_lib
 from segjax.data.documents import DataError
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-SPLITS = ("train", "dev", "test")
+SPLITS = splits_lib.SPLITS
 # group_size:1 makes every record its own chunk: one read per random access.
 WRITER_OPTIONS = "group_size:1"
 INDEX_ARRAYS = ("lengths", "segments", "ranks", "gold")
@@ -51,14 +52,10 @@ def split_inputs(data_config: Any) -> dict[str, dict[str, Any]]:
   `files` are `[relative path, size in bytes]` in document order; `source` is
   the format read (detected when `data.source` is "auto").
   """
-  from segjax.data import splits as splits_lib  # pylint: disable=g-import-not-at-top
-
   root = pathlib.Path(data_config.path)
-  if not data_config.path or not root.is_dir():
-    raise DataError(f"data.path {data_config.path!r} is not a directory")
+  locations = splits_lib.split_locations(data_config.path, data_config.source)
   inputs = {}
-  for split in SPLITS:
-    location = splits_lib.split_path(root, split, data_config.source)
+  for split, location in locations.items():
     if location is None:
       continue
     source = data_config.source
@@ -213,18 +210,15 @@ def _write_manifest(folder: pathlib.Path, manifest: Mapping) -> None:
 
 
 def _check_split_has_boundaries(folder, manifest, split) -> None:
-  """A DataError when no document of a split has two segments."""
   entry = manifest["splits"][split]
-  segments = np.concatenate(
-      [np.load(folder / f"{p}.segments.npy") for p in entry["parts"]]
+  splits_lib.check_has_boundaries(
+      split,
+      pathlib.Path(manifest["built_from"]["path"]) / entry["root"],
+      entry["source"],
+      np.concatenate(
+          [np.load(folder / f"{p}.segments.npy") for p in entry["parts"]]
+      ),
   )
-  if segments.size and (segments < 2).all():
-    raise DataError(
-        f"the {split} split ({manifest['built_from']['path']}/"
-        f"{entry['root']}): none of its {segments.size} documents has more "
-        f"than one segment in {entry['source']} format: nothing to learn or "
-        "score; are its segment separators missing, or is it another format?"
-    )
 
 
 def _status_files(folder: pathlib.Path, part: int) -> list[pathlib.Path]:
@@ -281,11 +275,6 @@ def build(
   """
   folder = shard_folder(data_config, tokenizer, workdir)
   inputs = split_inputs(data_config)
-  if "train" not in inputs:
-    raise DataError(
-        f"{data_config.path}: no train/ folder (expected train/, dev/, test/"
-        f"{' or train.jsonl, dev.jsonl, test.jsonl' if data_config.source in ('jsonl', 'auto') else ''})"
-    )
   manifest = read_manifest(folder)
   if manifest is not None:
     change = _first_difference(manifest["splits"], inputs)

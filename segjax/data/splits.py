@@ -67,20 +67,38 @@ def _read_split(path: pathlib.Path, source: str) -> documents_lib.ReadResult:
     source = documents_lib.detect_format(path)
     logging.info("Detected %s format in %s", source, path)
   result = documents_lib.READERS[source](path)
-  if result.documents and all(len(d.segments) < 2 for d in result.documents):
-    raise DataError(
-        f"the {path.stem} split ({path}): none of its "
-        f"{len(result.documents)} documents has more than one segment in "
-        f"{source} format: nothing to learn or score; are its segment "
-        "separators missing, or is it another format?"
-    )
+  check_has_boundaries(
+      path.stem,
+      path,
+      source,
+      [len(document.segments) for document in result.documents],
+  )
   return result
 
 
-def _file_splits(
-    path: str, source: str, dev_fraction: float
-) -> tuple[dict[str, list[Document]], dict[str, int], bool]:
-  """Documents per split from a dataset folder, skipped counts, dev held out."""
+def check_has_boundaries(
+    split: str, path: pathlib.Path, source: str, segments: Sequence[int]
+) -> None:
+  """A DataError when no document of a split has two segments.
+
+  There is no boundary to learn or to score; most likely the separators are
+  missing or the files are in another format.
+  """
+  if len(segments) and max(segments) < 2:
+    raise DataError(
+        f"the {split} split ({path}): none of its {len(segments)} "
+        f"documents has more than one segment in {source} format: nothing to "
+        "learn or score; are its segment separators missing, or is it "
+        "another format?"
+    )
+
+
+def split_locations(path: str, source: str) -> dict[str, pathlib.Path | None]:
+  """Where each split of a dataset folder lives (None: it has none).
+
+  Raises:
+    DataError: `path` is not a folder, or it has no train split.
+  """
   root = pathlib.Path(path)
   if not path or not root.is_dir():
     raise DataError(f"data.path {path!r} is not a directory")
@@ -94,6 +112,15 @@ def _file_splits(
     raise DataError(
         f"{root}: no train/ folder (expected train/, dev/, test/{jsonl_layout})"
     )
+  return locations
+
+
+def _file_splits(
+    path: str, source: str, dev_fraction: float
+) -> tuple[dict[str, list[Document]], dict[str, int], bool]:
+  """Documents per split from a dataset folder, skipped counts, dev held out."""
+  root = pathlib.Path(path)
+  locations = split_locations(path, source)
   splits, skipped = {}, {}
   for split, location in locations.items():
     if location is None:
@@ -194,6 +221,7 @@ def open_splits(
   Raises:
     DataError: missing folders or malformed files (naming file and line).
   """
+  # Imported here: shards imports this module.
   from segjax.data import shards  # pylint: disable=g-import-not-at-top
 
   if data_config.source == "pydoc":

@@ -236,7 +236,10 @@ def main() -> None:
   parser.add_argument("--no-write", dest="write", action="store_false")
   args = parser.parse_args()
   args.work.mkdir(parents=True, exist_ok=True)
-  rows = []
+  results = args.work / "results.json"
+  # Sizes measured by earlier invocations with the same --work stay in the
+  # table (a 727K-document corpus is best measured on its own).
+  earlier = json.loads(results.read_text()) if results.exists() else []
   for num_documents in [int(n) for n in args.documents.split(",")]:
     corpus = args.work / f"corpus-{num_documents}"
     if not (corpus / "test").is_dir():
@@ -283,11 +286,12 @@ def main() -> None:
             log_dir=log_dir,
         )
         print(num_documents, key, row[key], flush=True)
-    rows.append(row)
-    (args.work / "results.json").write_text(json.dumps(rows, indent=2))
+    earlier = [r for r in earlier if r["documents"] != num_documents] + [row]
+    rows = sorted(earlier, key=lambda r: r["documents"])
+    results.write_text(json.dumps(rows, indent=2))
     if args.write:  # After every size: a long run keeps what it measured.
       write_section(rows, args)
-  print(json.dumps(rows, indent=2))
+  print(json.dumps(earlier, indent=2))
 
 
 def write_section(rows, args) -> None:
@@ -319,8 +323,8 @@ def write_section(rows, args) -> None:
       bench_report.table_section(
           "Large corpora (tools/bench_corpus.py)",
           "Synthetic Wiki-727K-shaped corpora (`tools/make_synthetic_corpus.py`)"
-          f"; `python tools/bench_corpus.py --documents={args.documents}"
-          f" --steps={args.steps}`. First step: from launch to the first "
+          "; `python tools/bench_corpus.py --documents=N --steps="
+          f"{args.steps}` for each size. First step: from launch to the first "
           "metrics line, after preprocessing. Peak RSS: the largest process. "
           "Baseline rows: the same command with another checkout's code.",
           [

@@ -240,6 +240,16 @@ def test_a_bad_file_stops_every_building_process_with_its_line(tmp_path):
   assert "zz_last.ref:2: not valid UTF-8" in errors[0]
 
 
+def test_a_split_without_boundaries_stops_every_building_process(tmp_path):
+  root = _corpus_folder(tmp_path / "corpus")
+  data.write_choi_dir(
+      [data.Document([["One segment only."]], name="x")] * 3, root / "dev"
+  )
+  errors = _build_in_threads(_data_config(root), tmp_path / "work", 2)
+  assert errors[0] == errors[1]
+  assert "the dev split" in errors[0] and "more than one segment" in errors[0]
+
+
 def test_shards_are_reused_and_rebuilt_when_the_corpus_changes(
     tmp_path, caplog
 ):

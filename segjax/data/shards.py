@@ -209,11 +209,10 @@ def _write_manifest(folder: pathlib.Path, manifest: Mapping) -> None:
   os.replace(partial, folder / MANIFEST)
 
 
-def _check_split_has_boundaries(folder, manifest, split) -> None:
-  entry = manifest["splits"][split]
+def _check_split_has_boundaries(folder, path, split, entry) -> None:
   splits_lib.check_has_boundaries(
       split,
-      pathlib.Path(manifest["built_from"]["path"]) / entry["root"],
+      pathlib.Path(path) / entry["root"],
       entry["source"],
       np.concatenate(
           [np.load(folder / f"{p}.segments.npy") for p in entry["parts"]]
@@ -305,24 +304,25 @@ def build(
     raise
   done.write_text(json.dumps(skipped))
   total_skipped = _wait_for_parts(folder, process_count)
+  entries = {
+      split: {
+          **split_input,
+          "parts": [
+              _part_name(split, part, process_count)
+              for part in range(process_count)
+          ],
+          "skipped": total_skipped[split],
+      }
+      for split, split_input in inputs.items()
+  }
+  # On every process, so that none waits at the barrier for one that failed.
+  for split, entry in entries.items():
+    _check_split_has_boundaries(folder, data_config.path, split, entry)
   if process_index == 0:
-    manifest = {
-        "built_from": built_from(data_config, tokenizer),
-        "splits": {
-            split: {
-                **split_input,
-                "parts": [
-                    _part_name(split, part, process_count)
-                    for part in range(process_count)
-                ],
-                "skipped": total_skipped[split],
-            }
-            for split, split_input in inputs.items()
-        },
-    }
-    for split in inputs:
-      _check_split_has_boundaries(folder, manifest, split)
-    _write_manifest(folder, manifest)
+    _write_manifest(
+        folder,
+        {"built_from": built_from(data_config, tokenizer), "splits": entries},
+    )
   sync()
   return folder
 

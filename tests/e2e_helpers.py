@@ -28,6 +28,17 @@ def load_tool(name):
   return module
 
 
+def assert_same_batches(a, b):
+  """Two lists of batches (dicts of arrays) are equal, key by key."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  assert len(a) == len(b)
+  for x, y in zip(a, b):
+    assert x.keys() == y.keys()
+    for key in x:
+      np.testing.assert_array_equal(x[key], y[key], err_msg=key)
+
+
 def with_smoke(spec):
   """`configs/x.py[:variants]` with the `smoke` variant added last."""
   path, _, variants = spec.partition(":")

@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 
+from e2e_helpers import assert_same_batches
 import numpy as np
 import pytest
 
@@ -476,14 +477,6 @@ def _take(iterator, n):
   return [next(iterator) for _ in range(n)]
 
 
-def _assert_same_batches(a, b):
-  assert len(a) == len(b)
-  for x, y in zip(a, b):
-    assert x.keys() == y.keys()
-    for key in x:
-      np.testing.assert_array_equal(x[key], y[key], err_msg=key)
-
-
 def test_train_iterator_is_deterministic_from_the_seed():
   documents = _toy_documents(20)
   batches = _take(_train_iterator(documents), 6)
@@ -492,7 +485,7 @@ def test_train_iterator_is_deterministic_from_the_seed():
   assert first["tokens"].dtype == np.int32 and first["labels"].dtype == np.int32
   assert first["sentence_mask"].dtype == bool
   assert first["example_id"].tolist() == [0, 1, 2, 3]
-  _assert_same_batches(batches, _take(_train_iterator(documents), 6))
+  assert_same_batches(batches, _take(_train_iterator(documents), 6))
   other = _take(_train_iterator(documents, seed=4), 6)
   assert any(
       not np.array_equal(a["tokens"], b["tokens"])
@@ -529,7 +522,7 @@ def test_train_iterator_resumes_exactly_from_its_state():
   expected = _take(iterator, 5)
   fresh = _train_iterator(documents)
   fresh.set_state(state)
-  _assert_same_batches(_take(fresh, 5), expected)
+  assert_same_batches(_take(fresh, 5), expected)
 
 
 def test_processes_see_exactly_the_global_batches_of_one_process():

@@ -4,6 +4,7 @@ when the corpus changes, built by several processes, and read by training."""
 import json
 import threading
 
+from e2e_helpers import assert_same_batches
 from e2e_helpers import run_module
 from e2e_helpers import tiny_config
 import ml_collections
@@ -48,14 +49,6 @@ def _data_config(path, cache_dir="", **overrides):
       )
       | overrides
   )
-
-
-def _assert_same_batches(a, b):
-  assert len(a) == len(b)
-  for x, y in zip(a, b):
-    assert x.keys() == y.keys()
-    for key in x:
-      np.testing.assert_array_equal(x[key], y[key], err_msg=key)
 
 
 def _train_batches(documents, n=12, **kwargs):
@@ -118,7 +111,7 @@ def test_shards_give_the_batches_of_the_documents_in_memory(
     assert list(corpus.sentences()) == [
         s for doc in documents for s in doc.sentences
     ]
-    _assert_same_batches(_eval_batches(corpus), _eval_batches(documents))
+    assert_same_batches(_eval_batches(corpus), _eval_batches(documents))
     # A process's share of the last eval batch may be padding only.
     padding = data.gather_windows(
         data.window_table(
@@ -128,7 +121,7 @@ def test_shards_give_the_batches_of_the_documents_in_memory(
     )
     assert not padding["sentence_mask"].any()
     assert (padding["labels"] == IGNORE).all()
-  _assert_same_batches(
+  assert_same_batches(
       _train_batches(sharded["train"]), _train_batches(in_memory["train"])
   )
   # Held-out dev: the same documents as `load_splits` picks.
@@ -180,7 +173,7 @@ def test_train_iterator_over_shards_resumes_exactly_from_its_state(tmp_path):
   state = first.get_state()
   fresh = iterator()
   fresh.set_state(state)
-  _assert_same_batches(
+  assert_same_batches(
       [next(fresh) for _ in range(5)], [next(first) for _ in range(5)]
   )
 
@@ -225,8 +218,8 @@ def test_shards_built_by_several_processes_hold_the_same_corpus(tmp_path):
   one = data.open_splits(config, TOKENIZER, tmp_path / "one")
   three = data.open_splits(config, TOKENIZER, tmp_path / "three")
   for split in ("train", "dev", "test"):
-    _assert_same_batches(_eval_batches(three[split]), _eval_batches(one[split]))
-  _assert_same_batches(
+    assert_same_batches(_eval_batches(three[split]), _eval_batches(one[split]))
+  assert_same_batches(
       _train_batches(three["train"]), _train_batches(one["train"])
   )
 

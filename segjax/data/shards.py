@@ -337,10 +337,14 @@ def open_split(
       for key in INDEX_ARRAYS
   }
   lengths = np.concatenate(index["lengths"]).astype(np.int32)
+  # `file[0:n]` with the counts of the index: the source then opens no file
+  # to count its records, and a reader only once a batch needs it.
+  files = [
+      f"{folder / p}.array_record[0:{len(n)}]"
+      for p, n in zip(parts, index["lengths"])
+  ]
   return corpus_lib.ShardedCorpus(
-      source=grain.sources.ArrayRecordDataSource(
-          [str(folder / f"{p}.array_record") for p in parts]
-      ),
+      source=grain.sources.ArrayRecordDataSource(files),
       records=np.arange(len(lengths)),
       lengths=lengths,
       name_ranks=np.concatenate(index["ranks"]),

@@ -602,6 +602,8 @@ def train_and_evaluate(
     state = parallel.put_state(host_state)
     del host_state
 
+    share_gold = {}
+
     def evaluate(params, corpus, batches, threshold=None):
       """(scores with the mean loss, this process's probabilities and gold).
 
@@ -617,7 +619,10 @@ def train_and_evaluate(
           data.document_lengths(corpus),
           indices=share,
       )
-      gold = corpus.subset(share).gold_labels()
+      # The same corpora are scored at every evaluation: read their gold once.
+      if id(corpus) not in share_gold:
+        share_gold[id(corpus)] = corpus.subset(share).gold_labels()
+      gold = share_gold[id(corpus)]
       scores = evaluation.score_documents(
           probs,
           gold,

@@ -130,12 +130,17 @@ def test_shards_give_the_batches_of_the_documents_in_memory(
     np.testing.assert_array_equal(got, want)
 
 
-def test_processes_read_exactly_the_global_batches_from_shards(tmp_path):
-  corpus = data.open_splits(
+def _sharded_train(tmp_path):
+  """The train split of a small corpus folder, read through its shards."""
+  return data.open_splits(
       _data_config(_corpus_folder(tmp_path / "corpus")),
       TOKENIZER,
       tmp_path / "work",
   )["train"]
+
+
+def test_processes_read_exactly_the_global_batches_from_shards(tmp_path):
+  corpus = _sharded_train(tmp_path)
   expected = _train_batches(corpus, global_batch_size=6, n=8)
   local = [
       _train_batches(
@@ -151,11 +156,7 @@ def test_processes_read_exactly_the_global_batches_from_shards(tmp_path):
 
 
 def test_train_iterator_over_shards_resumes_exactly_from_its_state(tmp_path):
-  corpus = data.open_splits(
-      _data_config(_corpus_folder(tmp_path / "corpus")),
-      TOKENIZER,
-      tmp_path / "work",
-  )["train"]
+  corpus = _sharded_train(tmp_path)
 
   def iterator():
     return data.make_train_iterator(

@@ -39,6 +39,44 @@ def assert_same_batches(a, b):
       np.testing.assert_array_equal(x[key], y[key], err_msg=key)
 
 
+def one_step_on_devices(step, host_state, batch, num_devices, mode="pmap"):
+  """(params, train_loss) as numpy after `step` on `num_devices` devices.
+
+  `step(state, batch)` is a per-device train step (`trainer.train_step`
+  with its partials); the batch is split over the devices by pmap or
+  shard_map, as the trainer does.
+  """
+  import flax.jax_utils  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from segjax import parallel  # pylint: disable=g-import-not-at-top
+
+  devices = jax.local_devices()[:num_devices]
+  if mode == "pmap":
+    mapped = jax.pmap(step, axis_name=parallel.AXIS, devices=devices)
+    state = flax.jax_utils.replicate(host_state, devices=devices)
+    sharded = jax.tree.map(
+        lambda x: x.reshape(num_devices, -1, *x.shape[1:]), batch
+    )
+    new_state, metrics = mapped(state, sharded)
+    return jax.tree.map(
+        lambda x: np.asarray(x[0]), (new_state.params, metrics["train_loss"])
+    )
+  mesh = jax.sharding.Mesh(
+      np.array(devices),
+      (parallel.AXIS,),
+      axis_types=(jax.sharding.AxisType.Auto,),
+  )
+  P = jax.sharding.PartitionSpec  # pylint: disable=invalid-name
+  mapped = jax.jit(
+      jax.shard_map(
+          step, mesh=mesh, in_specs=(P(), P("batch")), out_specs=(P(), P())
+      )
+  )
+  new_state, metrics = mapped(host_state, batch)
+  return jax.tree.map(np.asarray, (new_state.params, metrics["train_loss"]))
+
+
 def with_smoke(spec):
   """`configs/x.py[:variants]` with the `smoke` variant added last."""
   path, _, variants = spec.partition(":")

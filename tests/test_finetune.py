@@ -8,7 +8,6 @@ import time
 
 import functools
 
-import flax.jax_utils
 import jax
 import numpy as np
 import optax
@@ -17,6 +16,7 @@ import pytest
 from e2e_helpers import (
     checkpoint_steps,
     cli,
+    one_step_on_devices,
     read_events,
     start_training,
     tiny_config,
@@ -28,7 +28,6 @@ from segjax import data
 from segjax import embedding_cache
 from segjax import losses
 from segjax import models
-from segjax import parallel
 from segjax import trainer
 
 pytestmark = pytest.mark.slow
@@ -149,16 +148,7 @@ def test_a_fine_tune_step_does_not_depend_on_device_count():
   )
 
   def one_step(num_devices):
-    devices = jax.local_devices()[:num_devices]
-    mapped = jax.pmap(step, axis_name=parallel.AXIS, devices=devices)
-    state = flax.jax_utils.replicate(host_state, devices=devices)
-    sharded = jax.tree.map(
-        lambda x: x.reshape(num_devices, -1, *x.shape[1:]), batch
-    )
-    new_state, metrics = mapped(state, sharded)
-    return jax.tree.map(
-        lambda x: np.asarray(x[0]), (new_state.params, metrics["train_loss"])
-    )
+    return one_step_on_devices(step, host_state, batch, num_devices)
 
   params_1, loss_1 = one_step(1)
   params_2, loss_2 = one_step(2)

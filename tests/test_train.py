@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from e2e_helpers import cli, read_events, run_module, tiny_config, train_losses
+from e2e_helpers import cli, one_step_on_devices, read_events, run_module, tiny_config, train_losses
 from segjax import trainer as train
 
 
@@ -235,11 +235,10 @@ def test_train_step_gradient_does_not_depend_on_device_count(mode):
   hide a gradient that is N times too large.
   """
   import functools  # pylint: disable=g-import-not-at-top
-  import flax.jax_utils  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
-  from segjax import data, losses, models, parallel  # pylint: disable=g-import-not-at-top
+  from segjax import data, losses, models  # pylint: disable=g-import-not-at-top
 
   config = tiny_config()
   model = models.model_from_config(config)
@@ -264,30 +263,7 @@ def test_train_step_gradient_does_not_depend_on_device_count(mode):
   )
 
   def one_step(num_devices):
-    devices = jax.local_devices()[:num_devices]
-    if mode == "pmap":
-      mapped = jax.pmap(step, axis_name=parallel.AXIS, devices=devices)
-      state = flax.jax_utils.replicate(host_state, devices=devices)
-      sharded = jax.tree.map(
-          lambda x: x.reshape(num_devices, -1, *x.shape[1:]), batch
-      )
-      new_state, metrics = mapped(state, sharded)
-      return jax.tree.map(
-          lambda x: np.asarray(x[0]), (new_state.params, metrics["train_loss"])
-      )
-    mesh = jax.sharding.Mesh(
-        np.array(devices),
-        (parallel.AXIS,),
-        axis_types=(jax.sharding.AxisType.Auto,),
-    )
-    P = jax.sharding.PartitionSpec  # pylint: disable=invalid-name
-    mapped = jax.jit(
-        jax.shard_map(
-            step, mesh=mesh, in_specs=(P(), P("batch")), out_specs=(P(), P())
-        )
-    )
-    new_state, metrics = mapped(host_state, batch)
-    return jax.tree.map(np.asarray, (new_state.params, metrics["train_loss"]))
+    return one_step_on_devices(step, host_state, batch, num_devices, mode)
 
   params_1, loss_1 = one_step(1)
   params_4, loss_4 = one_step(4)

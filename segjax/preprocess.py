@@ -1,4 +1,4 @@
-r"""Reads a corpus once into ArrayRecord shards, ahead of training.
+r"""Reads a corpus once into shards of records, ahead of training.
 
   python -m segjax.preprocess --config=configs/boundary.py \
       --config.data.source=wiki727k --config.data.path=data/wiki_727K \

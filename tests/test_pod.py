@@ -81,10 +81,10 @@ def test_two_processes_of_two_devices_match_one_process_of_four(
   assert "2 process(es), 4 device(s) (2 local)" in logs
   if corpus == "shards":
     # Each process wrote its part; the single-process run builds its own.
-    parts = (tmp_path / "corpus_shards").glob("*/train-*.array_record")
+    parts = (tmp_path / "corpus_shards").glob("*/train-*.records")
     assert sorted(p.name for p in parts) == [
-        "train-00000-of-00002.array_record",
-        "train-00001-of-00002.array_record",
+        "train-00000-of-00002.records",
+        "train-00001-of-00002.records",
     ]
     steps[-1] = f"--config.data.cache_dir={tmp_path / 'one_shards'}"
   single = cli(

@@ -1,4 +1,4 @@
-"""ArrayRecord shards of a corpus folder: same batches as in memory, rebuilt
+"""Shards of records of a corpus folder: same batches as in memory, rebuilt
 when the corpus changes, built by several processes, and read by training."""
 
 import json
@@ -251,7 +251,7 @@ def test_shards_are_reused_and_rebuilt_when_the_corpus_changes(
   config = _data_config(root, cache_dir=tmp_path / "cache")
   folder = shards.build(config, TOKENIZER, tmp_path / "run1", progress=False)
   assert folder.parent == tmp_path / "cache"
-  records = folder / "train-00000-of-00001.array_record"
+  records = folder / "train-00000-of-00001.records"
   built = records.stat().st_mtime_ns
   # Another run with the same corpus and tokenizer reuses the shards.
   assert shards.build(config, TOKENIZER, tmp_path / "run2") == folder
@@ -270,8 +270,9 @@ def test_shards_are_reused_and_rebuilt_when_the_corpus_changes(
       d for d in data.load_splits(config)["train"] if d.name == "00003.ref"
   ]
   assert doc.sentences[-1] == "One more sentence."
-  manifest = json.loads((folder / shards.MANIFEST).read_text())
-  sizes = dict(map(tuple, manifest["splits"]["train"]["files"]))
+  sizes = dict(
+      map(tuple, json.loads((folder / "train.files.json").read_text()))
+  )
   assert sizes["00003.ref"] == changed.stat().st_size
 
 
@@ -292,7 +293,7 @@ def test_preprocess_builds_what_training_reads(tmp_path):
       result.stdout
   )
   (folder,) = (tmp_path / "cache").iterdir()
-  built = folder / "train-00000-of-00001.array_record"
+  built = folder / "train-00000-of-00001.records"
   mtime = built.stat().st_mtime_ns
   result = run_module(
       "segjax.train",
@@ -333,3 +334,42 @@ def test_training_on_a_corpus_folder_builds_its_shards_in_the_workdir(
   (folder,) = (tmp_path / "run" / "data").iterdir()
   assert (folder / shards.MANIFEST).is_file()
   assert results["test_num_documents"] == 9
+
+
+def test_record_files_read_each_record_of_every_part_and_pickle(tmp_path):
+  from segjax.data import records
+  import pickle
+
+  parts = [[b"a", b"", b"ccc"], [b"dd" * 1000]]
+  for i, part in enumerate(parts):
+    assert records.write(tmp_path / f"p{i}", part) == len(part)
+  source = records.RecordFiles([tmp_path / "p0", tmp_path / "p1"])
+  flat = [r for part in parts for r in part]
+  assert len(source) == 4
+  assert source.__getitems__([3, 0, 2, 1]) == [flat[i] for i in (3, 0, 2, 1)]
+  assert pickle.loads(pickle.dumps(source))[3] == flat[3]
+  with pytest.raises(IndexError):
+    source[4]
+
+
+def test_a_truncated_record_file_is_refused_by_name(tmp_path):
+  from segjax.data import records
+
+  records.write(tmp_path / "p", [b"abc", b"def"])
+  with open(tmp_path / "p.records", "r+b") as f:
+    f.truncate(4)
+  with pytest.raises(data.DataError, match=r"p\.records: 4 bytes.*say 6"):
+    records.RecordFiles([tmp_path / "p"])
+
+
+def test_the_listing_digest_is_taken_without_the_list_and_order_free(tmp_path):
+  from segjax.data import documents
+
+  root = _corpus_folder(tmp_path / "corpus")
+  _, files = documents.split_files(root / "train", "choi")
+  listing = documents.split_listing(root / "train", "choi")
+  assert listing == documents.listing_digest(files)
+  assert listing == documents.listing_digest(reversed(files))
+  assert listing["files"] == len(files)
+  renamed = [(name + "x", size) for name, size in files]
+  assert documents.listing_digest(renamed)["digest"] != listing["digest"]

@@ -10,7 +10,7 @@ in fresh processes:
 
   * reading the text into memory (`segjax.data.load_splits`, what every
     process of a run did before the shards existed);
-  * `segjax.preprocess` into ArrayRecord shards with 1 and 2 processes;
+  * `segjax.preprocess` into shards of records with 1 and 2 processes;
   * training the default model (`configs/boundary.py`) on the shards, with
     1 process x 1 device and 2 processes x 2 devices: time from launch to
     the first step's metrics line, peak RSS per process, steps/s over

@@ -9,7 +9,7 @@ of consecutive sentences (`gather`). Two corpora provide that:
   corpora, inference. Each distinct sentence is tokenized when first
   gathered, then kept.
 - `ShardedCorpus` reads the records that `segjax.data.shards` wrote (one per
-  document, in grain's ArrayRecord format). A process holds a few numbers
+  document, in `segjax.data.records` files). A process holds a few numbers
   per document in memory and reads the records of its own rows only, so its
   memory does not grow with the corpus.
 
@@ -240,11 +240,11 @@ class FlatGold:
 
 
 class ShardedCorpus:
-  """Documents stored as records of ArrayRecord shards (`segjax.data.shards`).
+  """Documents stored as records of shards (`segjax.data.shards`).
 
   Attributes:
     source: a random-access source of the records (`__getitems__`), e.g.
-      `grain.sources.ArrayRecordDataSource` over the split's shard files.
+      `records.RecordFiles` over the split's shard files.
     records: int64 `[D]` record of each document of this corpus.
     lengths: int32 `[D]` sentences per document.
     name_ranks: uint64 `[D]` `name_rank` of each document's name.

@@ -1,21 +1,25 @@
-"""A corpus read once and stored as ArrayRecord shards, for random access.
+"""A corpus read once and stored as shards of records, for random access.
 
 `build` reads the raw corpus files of every split and writes, per split and
-per building process, one ArrayRecord file with a record per document (token
-ids, gold labels and sentences: `corpus.encode_record`) and small index
-arrays (sentences, segments and name rank per document, gold labels).
-`open_splits` opens them as `corpus.ShardedCorpus`es, which keep only the
-index arrays in memory.
+per building process, one record file with a record per document (token
+ids, gold labels and sentences: `corpus.encode_record`; the file format is
+`segjax.data.records`) and small index arrays (sentences, segments and name
+rank per document, gold labels). `open_splits` opens them as
+`corpus.ShardedCorpus`es, which keep only the index arrays in memory.
 
 A shard folder is named by what its contents depend on: the data source and
 path and the tokenizer settings (`built_from`). Its `manifest.json` also
-lists every input file with its size; when the files change, the folder is
-rebuilt. Layout:
+holds each split's file count, total size and a digest of the names and
+sizes (`documents.split_listing`); when they change, the folder is rebuilt,
+and the warning names the first changed file (from `<split>.files.json`,
+the list itself). Layout:
 
   <folder>/manifest.json
-  <folder>/<split>-<part>-of-<parts>.array_record   records, document order
-  <folder>/<split>-<part>-of-<parts>.<array>.npy    lengths, segments,
-                                                    ranks, gold
+  <folder>/<split>.files.json                    [[file, size], ...]
+  <folder>/<split>-<part>-of-<parts>.records     records, document order
+  <folder>/<split>-<part>-of-<parts>.offsets.npy their byte offsets
+  <folder>/<split>-<part>-of-<parts>.<array>.npy lengths, segments,
+                                                 ranks, gold
 """
 
 from __future__ import annotations
@@ -25,25 +29,34 @@ import json
 import os
 import pathlib
 import time
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from absl import logging
-from array_record.python import array_record_module
-import grain
 import numpy as np
 import tqdm
 
 from segjax.data import corpus as corpus_lib
 from segjax.data import documents as documents_lib
+from segjax.data import records as records_lib
 from segjax.data import splits as splits_lib
 from segjax.data.documents import DataError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 SPLITS = splits_lib.SPLITS
-# group_size:1 makes every record its own chunk: one read per random access.
-WRITER_OPTIONS = "group_size:1"
 INDEX_ARRAYS = ("lengths", "segments", "ranks", "gold")
+
+
+def _split_sources(data_config: Any) -> Iterator[tuple[str, Any, str]]:
+  """(split, location, format read) of each split that exists."""
+  locations = splits_lib.split_locations(data_config.path, data_config.source)
+  for split, location in locations.items():
+    if location is None:
+      continue
+    source = data_config.source
+    if source == "auto":
+      source = documents_lib.detect_format(location)
+    yield split, location, source
 
 
 def split_inputs(data_config: Any) -> dict[str, dict[str, Any]]:
@@ -53,14 +66,8 @@ def split_inputs(data_config: Any) -> dict[str, dict[str, Any]]:
   the format read (detected when `data.source` is "auto").
   """
   root = pathlib.Path(data_config.path)
-  locations = splits_lib.split_locations(data_config.path, data_config.source)
   inputs = {}
-  for split, location in locations.items():
-    if location is None:
-      continue
-    source = data_config.source
-    if source == "auto":
-      source = documents_lib.detect_format(location)
+  for split, location, source in _split_sources(data_config):
     split_root, files = documents_lib.split_files(location, source)
     inputs[split] = {
         "source": source,
@@ -68,6 +75,17 @@ def split_inputs(data_config: Any) -> dict[str, dict[str, Any]]:
         "files": [list(file) for file in files],
     }
   return inputs
+
+
+def split_listings(data_config: Any) -> dict[str, dict[str, Any]]:
+  """{split: {source, listing}}: what the manifest checks, without lists."""
+  return {
+      split: {
+          "source": source,
+          "listing": documents_lib.split_listing(location, source),
+      }
+      for split, location, source in _split_sources(data_config)
+  }
 
 
 def built_from(data_config: Any, tokenizer) -> dict[str, Any]:
@@ -105,23 +123,18 @@ def _write_part(
 ) -> None:
   """Writes the records and index arrays of one part (atomically, by rename)."""
   index = {key: [] for key in INDEX_ARRAYS}
-  records = folder / f"{name}.array_record"
-  partial = records.with_suffix(".partial")
-  writer = array_record_module.ArrayRecordWriter(str(partial), WRITER_OPTIONS)
-  try:
+
+  def encoded():
     for document in documents:
       gold = corpus_lib.boundary_labels(document)
       tokens = tokenizer.encode(document.sentences).astype(tokenizer.id_dtype)
-      writer.write(corpus_lib.encode_record(tokens, gold, document.sentences))
+      yield corpus_lib.encode_record(tokens, gold, document.sentences)
       index["lengths"].append(document.num_sentences)
       index["segments"].append(len(document.segments))
       index["ranks"].append(corpus_lib.name_rank(document.name))
       index["gold"].append(gold.astype(np.uint8))
-  except BaseException:
-    writer.close()
-    partial.unlink(missing_ok=True)
-    raise
-  writer.close()
+
+  records_lib.write(folder / name, encoded())
   dtypes = {"lengths": np.int32, "segments": np.int32, "ranks": np.uint64}
   for key, values in index.items():
     array = (
@@ -129,12 +142,13 @@ def _write_part(
         if key == "gold" and values
         else np.array(values, dtypes.get(key, np.uint8))
     )
-    with open(folder / f"{name}.{key}.npy.partial", "wb") as f:
-      np.save(f, array)
-    os.replace(
-        folder / f"{name}.{key}.npy.partial", folder / f"{name}.{key}.npy"
-    )
-  os.replace(partial, records)
+    _save_atomically(folder / f"{name}.{key}.npy", array)
+
+
+def _save_atomically(path: pathlib.Path, array: np.ndarray) -> None:
+  with open(f"{path}.partial", "wb") as f:
+    np.save(f, array)
+  os.replace(f"{path}.partial", path)
 
 
 def _documents(root: pathlib.Path, files: Sequence, source: str, skipped):
@@ -176,24 +190,40 @@ def build_parts(
   return skipped
 
 
-def _first_difference(old: Mapping, new: Mapping) -> str | None:
+def _change(
+    folder: pathlib.Path, built: Mapping, current: Mapping, data_config: Any
+) -> str | None:
   """A phrase naming the first way the input files changed, or None."""
   for split in SPLITS:
-    if (split in old) != (split in new):
-      return f"the {split} split {'appeared' if split in new else 'is gone'}"
-    if split not in new:
+    if (split in built) != (split in current):
+      return (
+          f"the {split} split {'appeared' if split in current else 'is gone'}"
+      )
+    if split not in current:
       continue
-    old_files = {name: size for name, size in old[split]["files"]}
-    new_files = {name: size for name, size in new[split]["files"]}
-    for name in sorted(old_files.keys() | new_files.keys()):
-      if old_files.get(name) != new_files.get(name):
-        return (
-            f"{split}/{name}: {old_files.get(name, 'absent')} -> "
-            f"{new_files.get(name, 'absent')} bytes"
-        )
-    if old[split]["source"] != new[split]["source"]:
-      return f"the {split} split is now {new[split]['source']} format"
+    if built[split]["source"] != current[split]["source"]:
+      return f"the {split} split is now {current[split]['source']} format"
+    if built[split]["listing"] != current[split]["listing"]:
+      return _first_changed_file(folder, split, data_config)
   return None
+
+
+def _first_changed_file(folder: pathlib.Path, split: str, data_config) -> str:
+  """`split/file: old -> new bytes` for the first file that differs."""
+  try:
+    old = dict(
+        map(tuple, json.loads((folder / f"{split}.files.json").read_text()))
+    )
+  except (OSError, ValueError):
+    return f"the {split} split's files differ"
+  new = dict(map(tuple, split_inputs(data_config)[split]["files"]))
+  for name in sorted(old.keys() | new.keys()):
+    if old.get(name) != new.get(name):
+      return (
+          f"{split}/{name}: {old.get(name, 'absent')} -> "
+          f"{new.get(name, 'absent')} bytes"
+      )
+  return f"the {split} split's files differ"
 
 
 def read_manifest(folder: pathlib.Path) -> dict[str, Any] | None:
@@ -273,10 +303,11 @@ def build(
       split without boundaries.
   """
   folder = shard_folder(data_config, tokenizer, workdir)
-  inputs = split_inputs(data_config)
   manifest = read_manifest(folder)
   if manifest is not None:
-    change = _first_difference(manifest["splits"], inputs)
+    change = _change(
+        folder, manifest["splits"], split_listings(data_config), data_config
+    )
     if change is None:
       return folder
     logging.warning(
@@ -284,6 +315,7 @@ def build(
     )
   else:
     logging.info("Building the shards of %s in %s", data_config.path, folder)
+  inputs = split_inputs(data_config)
   folder.mkdir(parents=True, exist_ok=True)
   for status in _status_files(folder, process_index):
     status.unlink(missing_ok=True)
@@ -306,7 +338,9 @@ def build(
   total_skipped = _wait_for_parts(folder, process_count)
   entries = {
       split: {
-          **split_input,
+          "source": split_input["source"],
+          "root": split_input["root"],
+          "listing": documents_lib.listing_digest(split_input["files"]),
           "parts": [
               _part_name(split, part, process_count)
               for part in range(process_count)
@@ -319,6 +353,10 @@ def build(
   for split, entry in entries.items():
     _check_split_has_boundaries(folder, data_config.path, split, entry)
   if process_index == 0:
+    for split, split_input in inputs.items():
+      partial = folder / f"{split}.files.json.partial"
+      partial.write_text(json.dumps(split_input["files"]))
+      os.replace(partial, folder / f"{split}.files.json")
     _write_manifest(
         folder,
         {"built_from": built_from(data_config, tokenizer), "splits": entries},
@@ -337,14 +375,15 @@ def open_split(
       for key in INDEX_ARRAYS
   }
   lengths = np.concatenate(index["lengths"]).astype(np.int32)
-  # `file[0:n]` with the counts of the index: the source then opens no file
-  # to count its records, and a reader only once a batch needs it.
-  files = [
-      f"{folder / p}.array_record[0:{len(n)}]"
-      for p, n in zip(parts, index["lengths"])
-  ]
+  source = records_lib.RecordFiles([folder / p for p in parts])
+  if len(source) != len(lengths):
+    raise DataError(
+        f"{folder}: the {split} split has {len(source)} records but"
+        f" {len(lengths)} documents in its index; delete the folder to"
+        " rebuild it"
+    )
   return corpus_lib.ShardedCorpus(
-      source=grain.sources.ArrayRecordDataSource(files),
+      source=source,
       records=np.arange(len(lengths)),
       lengths=lengths,
       name_ranks=np.concatenate(index["ranks"]),

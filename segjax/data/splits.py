@@ -213,7 +213,7 @@ def open_splits(
   """The train/dev/test corpora of a data config, for training.
 
   The embedded pydoc corpus is read into memory (`load_splits`); a corpus
-  folder is read through its ArrayRecord shards (`shards.build` makes them on
+  folder is read through its shards of records (`shards.build` makes them on
   first use, in `data.cache_dir` or `<workdir>/data`), so a process holds a
   few numbers per document, whatever the corpus size. Held-out dev and
   `max_documents` select the same documents as `load_splits`.

@@ -333,6 +333,53 @@ def test_tokenizer_ids_are_stable_and_bounded():
   assert cased.encode(["Hello"])[0, 0] != cased.encode(["hello"])[0, 0]
 
 
+TRICKY = [
+    "",
+    " ",
+    "a",
+    "İstanbul ΟΔΟΣ straße ǅungla",
+    "foo_bar__baz 12.5% (x)",
+    "\u00a0x\u2003y\u3000z",
+    "tab\there\nnew line",
+    "🙂🙂 emoji\U0001F600abc",
+    "a" * 100 + " " + "x y z " * 40,
+    "...!!! ?",
+    "١٢٣ digits 日本語のテキスト e\u0301cole",
+    "\x00nul",
+]
+
+
+@pytest.mark.parametrize("lowercase", [True, False])
+def test_tokenizer_ids_are_the_hashes_of_the_regex_words(lowercase):
+  """The array tokenizer gives `words`' tokens (the regex) and their hashes."""
+  from segjax.data import text
+
+  tokenizer = data.Tokenizer(
+      num_buckets=1 << 15, max_tokens=32, lowercase=lowercase
+  )
+  sentences = TRICKY + [s.upper() for s in TRICKY] + SENTENCES * 3
+  expected = np.zeros((len(sentences), 32), np.int32)
+  for i, sentence in enumerate(sentences):
+    for j, word in enumerate(text.words(sentence, lowercase=lowercase)[:32]):
+      expected[i, j] = text._word_hash(word) % ((1 << 15) - 1) + 1
+  np.testing.assert_array_equal(tokenizer.encode(sentences), expected)
+  one_by_one = [tokenizer.encode([s])[0] for s in sentences]
+  np.testing.assert_array_equal(np.stack(one_by_one), expected)
+
+
+def test_character_classes_match_the_regex_for_every_code_point():
+  from segjax.data import text
+
+  classes = text._char_classes()
+  word = re.compile(r"\w")
+  space = re.compile(r"\s")
+  expected = [
+      1 if word.match(c) else 0 if space.match(c) else 2
+      for c in map(chr, range(0x110000))
+  ]
+  np.testing.assert_array_equal(classes, np.array(expected, np.uint8))
+
+
 def test_tokenizer_settings_round_trip_and_reject_other_hashes():
   tokenizer = data.Tokenizer(num_buckets=1000, max_tokens=7, lowercase=False)
   settings = json.loads(json.dumps(tokenizer.to_dict()))

@@ -29,7 +29,7 @@ import json
 import os
 import pathlib
 import time
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from absl import logging
 import numpy as np
@@ -44,6 +44,8 @@ from segjax.data.documents import DataError
 FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 SPLITS = splits_lib.SPLITS
+# Documents tokenized together while building (bounded memory, few calls).
+TOKENIZE_DOCUMENTS = 256
 INDEX_ARRAYS = ("lengths", "segments", "ranks", "gold")
 
 
@@ -125,14 +127,18 @@ def _write_part(
   index = {key: [] for key in INDEX_ARRAYS}
 
   def encoded():
-    for document in documents:
-      gold = corpus_lib.boundary_labels(document)
-      tokens = tokenizer.encode(document.sentences).astype(tokenizer.id_dtype)
-      yield corpus_lib.encode_record(tokens, gold, document.sentences)
-      index["lengths"].append(document.num_sentences)
-      index["segments"].append(len(document.segments))
-      index["ranks"].append(corpus_lib.name_rank(document.name))
-      index["gold"].append(gold.astype(np.uint8))
+    for batch in _batches(documents, TOKENIZE_DOCUMENTS):
+      # One call for many documents: the tokenizer's cost is mostly per call.
+      tokens = tokenizer.encode([s for d in batch for s in d.sentences])
+      tokens = tokens.astype(tokenizer.id_dtype)
+      ends = np.cumsum([d.num_sentences for d in batch])
+      for document, doc_tokens in zip(batch, np.split(tokens, ends[:-1])):
+        gold = corpus_lib.boundary_labels(document)
+        yield corpus_lib.encode_record(doc_tokens, gold, document.sentences)
+        index["lengths"].append(document.num_sentences)
+        index["segments"].append(len(document.segments))
+        index["ranks"].append(corpus_lib.name_rank(document.name))
+        index["gold"].append(gold.astype(np.uint8))
 
   records_lib.write(folder / name, encoded())
   dtypes = {"lengths": np.int32, "segments": np.int32, "ranks": np.uint64}
@@ -143,6 +149,18 @@ def _write_part(
         else np.array(values, dtypes.get(key, np.uint8))
     )
     _save_atomically(folder / f"{name}.{key}.npy", array)
+
+
+def _batches(items: Iterable, size: int) -> Iterator[list]:
+  """Lists of `size` consecutive items (the last one shorter)."""
+  batch = []
+  for item in items:
+    batch.append(item)
+    if len(batch) == size:
+      yield batch
+      batch = []
+  if batch:
+    yield batch
 
 
 def _save_atomically(path: pathlib.Path, array: np.ndarray) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import itertools
 import re
 from typing import Any, Iterable, Mapping
 
@@ -111,7 +110,6 @@ def words(sentence: str, *, lowercase: bool = True) -> list[str]:
   return _WORD_PATTERN.findall(sentence.lower() if lowercase else sentence)
 
 
-@functools.lru_cache(maxsize=1 << 20)
 def _word_hash(word: str) -> int:
   """A 64-bit hash of a word, identical in every process, run and platform.
 
@@ -120,6 +118,94 @@ def _word_hash(word: str) -> int:
   """
   digest = hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest()
   return int.from_bytes(digest, "little")
+
+
+class _WordHashes(dict):
+  """word -> `_word_hash(word)`, computed on first use; cleared when full."""
+
+  def __missing__(self, word: str) -> int:
+    if len(self) >= 1 << 20:
+      self.clear()
+    value = self[word] = _word_hash(word)
+    return value
+
+
+_WORD_HASHES = _WordHashes()
+
+
+@functools.cache
+def _char_classes() -> np.ndarray:
+  """uint8 per code point: 0 white space (`\\s`), 1 word (`\\w`), 2 other.
+
+  `re`'s `\\w` is `str.isalnum()` or "_", its `\\s` is `str.isspace()`; a
+  test checks the table against `_WORD_PATTERN` for every code point.
+  """
+  chars = "".join(map(chr, range(0x110000)))
+  word = np.fromiter((c.isalnum() for c in chars), bool, len(chars))
+  word[ord("_")] = True
+  space = np.fromiter(map(str.isspace, chars), bool, len(chars))
+  return np.where(space, 0, np.where(word, 1, 2)).astype(np.uint8)
+
+
+# Odd multipliers of a polynomial fingerprint mod 2**64 and its inverse.
+_FINGERPRINT_BASE = np.uint64(0x9E3779B97F4A7C15)
+_FINGERPRINT_INVERSE = np.uint64(pow(0x9E3779B97F4A7C15, -1, 1 << 64))
+
+
+def _powers(base: np.uint64, n: int) -> np.ndarray:
+  """base**0 .. base**(n - 1) mod 2**64."""
+  powers = np.full(n, base, np.uint64)
+  powers[0] = 1
+  return np.cumprod(powers, dtype=np.uint64)
+
+
+def token_spans(
+    sentences: list[str], max_tokens: int
+) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
+  """The first `max_tokens` tokens of each sentence, as spans of one text.
+
+  Returns (text, sentence of each token, start, end): the sentences joined by
+  spaces, and per token (in order) its sentence and its `text[start:end]`.
+  The tokens are those of `words` (`_WORD_PATTERN`), found with array
+  operations over the code points instead of a regex call per sentence.
+  """
+  text = " ".join(sentences)  # The space ends each sentence's last token.
+  points = np.frombuffer(
+      text.encode("utf-32-le", "surrogatepass"), np.uint32
+  ).astype(np.int64)
+  classes = _char_classes()[points]
+  word = classes == 1
+  before = np.concatenate([[False], word[:-1]])
+  after = np.concatenate([word[1:], [False]])
+  starts = np.flatnonzero((word & ~before) | (classes == 2))
+  ends = np.empty_like(starts)
+  is_word = word[starts]
+  ends[is_word] = np.flatnonzero(word & ~after) + 1
+  ends[~is_word] = starts[~is_word] + 1
+  lengths = np.fromiter(map(len, sentences), np.int64, len(sentences))
+  first_char = np.cumsum(lengths + 1) - (lengths + 1)
+  sentence = np.searchsorted(first_char, starts, side="right") - 1
+  first_token = np.searchsorted(starts, first_char)
+  kept = np.arange(len(starts)) - first_token[sentence] < max_tokens
+  return text, sentence[kept], starts[kept], ends[kept]
+
+
+def _span_fingerprints(text: str, starts, ends) -> np.ndarray:
+  """A 64-bit fingerprint of each `text[start:end]`, by prefix sums.
+
+  sum_j c_j B^-j over the span, times B^start: a polynomial in B^-1 of the
+  span's code points, the same wherever the span lies; the length is mixed
+  in. Only used to find the distinct words of one call, whose real hashes
+  are then computed (two distinct words agree with probability 2**-64).
+  """
+  points = np.frombuffer(
+      text.encode("utf-32-le", "surrogatepass"), np.uint32
+  ).astype(np.uint64)
+  prefix = np.zeros(len(points) + 1, np.uint64)
+  np.cumsum(points * _powers(_FINGERPRINT_INVERSE, len(points)), out=prefix[1:])
+  base_powers = _powers(_FINGERPRINT_BASE, len(points) + 1)
+  spans = (prefix[ends] - prefix[starts]) * base_powers[starts]
+  return spans ^ (ends - starts).astype(np.uint64) * _FINGERPRINT_BASE
 
 
 # Names the hash in saved settings, so a checkpoint refuses a tokenizer that
@@ -156,20 +242,33 @@ class Tokenizer:
     return np.dtype(np.uint16 if self.num_buckets <= 1 << 16 else np.int32)
 
   def encode(self, sentences: Iterable[str]) -> np.ndarray:
-    """Token ids of sentences, int32 `[num_sentences, max_tokens]`, 0-padded."""
-    token_lists = [
-        words(s, lowercase=self.lowercase)[: self.max_tokens] for s in sentences
-    ]
-    lengths = np.fromiter(map(len, token_lists), np.int64, len(token_lists))
+    """Token ids of sentences, int32 `[num_sentences, max_tokens]`, 0-padded.
+
+    Each distinct word of the call is hashed once (`_word_hash`); the rest
+    is array operations, so a long list of sentences costs little Python.
+    """
+    sentences = list(sentences)
+    if self.lowercase:
+      sentences = [s.lower() for s in sentences]
+    out = np.zeros((len(sentences), self.max_tokens), np.int32)
+    if not sentences:
+      return out
+    text, sentence, starts, ends = token_spans(sentences, self.max_tokens)
+    if not len(starts):
+      return out
+    _, first, inverse = np.unique(
+        _span_fingerprints(text, starts, ends),
+        return_index=True,
+        return_inverse=True,
+    )
     hashes = np.fromiter(
-        map(_word_hash, itertools.chain.from_iterable(token_lists)),
+        (_WORD_HASHES[text[starts[i] : ends[i]]] for i in first),
         np.uint64,
-        int(lengths.sum()),
+        len(first),
     )
     ids = hashes % np.uint64(self.num_buckets - 1) + np.uint64(1)
-    out = np.zeros((len(token_lists), self.max_tokens), np.int32)
-    # Boolean-mask assignment fills row-major, i.e. sentence by sentence.
-    out[np.arange(self.max_tokens) < lengths[:, None]] = ids
+    position = np.arange(len(starts)) - np.searchsorted(sentence, sentence)
+    out[sentence, position] = ids[inverse.reshape(-1)]
     return out
 
   def to_dict(self) -> dict[str, Any]:

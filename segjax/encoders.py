@@ -226,7 +226,10 @@ def pool(
 
   "mean" averages the unmasked tokens, "cls" takes the first, "none" keeps
   every token (`[B, L, D]`). Normalize divides by max(L2 norm, 1e-12), as
-  torch.nn.functional.normalize does. Float32 out.
+  torch.nn.functional.normalize does, written as a product with
+  rsqrt(max(squared norm, 1e-24)): the same value, and a finite gradient at
+  a zero vector (a padding sentence pools to one), where the norm's is NaN.
+  Float32 out.
   """
   hidden = hidden.astype(jnp.float32)
   if pooling == "mean":
@@ -239,8 +242,8 @@ def pool(
   else:
     raise ValueError(f"pooling {pooling!r} is not one of {POOLINGS}")
   if normalize:
-    norm = jnp.linalg.norm(out, axis=-1, keepdims=True)
-    out = out / jnp.maximum(norm, 1e-12)
+    squared = jnp.sum(out * out, axis=-1, keepdims=True)
+    out = out * jax.lax.rsqrt(jnp.maximum(squared, 1e-24))
   return out
 
 

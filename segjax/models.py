@@ -708,12 +708,7 @@ class SegmentationModel(nn.Module):
       raise ValueError("a model with an encoder needs encoder_ids")
     batch, sentences, length = encoder_ids.shape
     ids = encoder_ids.reshape(batch * sentences, length)
-    # Position 0 always attends ([CLS] in every real sentence): a padding
-    # sentence then pools to a non-zero vector, whose L2 normalisation has a
-    # finite gradient (the norm's gradient at 0 is NaN, and NaN times the
-    # zero weight the padding gets later is still NaN).
-    mask = (ids != 0) | (jnp.arange(length) == 0)
-    return self.encoder(ids, mask).reshape(batch, sentences, -1)
+    return self.encoder(ids, ids != 0).reshape(batch, sentences, -1)
 
   @nn.compact
   def __call__(

@@ -564,3 +564,18 @@ def test_chunked_forward_equals_one_call(tiny):
   chunked = encoder.encode(SHORT)
   encoder.chunk_tokens = 0
   np.testing.assert_allclose(chunked, encoder.encode(SHORT), atol=1e-6)
+
+
+def test_normalized_pooling_of_padding_has_a_finite_gradient():
+  """A padding sentence (no token attends) pools to 0; its gradient is 0."""
+  hidden = jax.random.normal(jax.random.key(0), (2, 4, 8))
+  mask = jnp.array([[True, True, False, False], [False] * 4])
+
+  def loss(hidden):
+    return encoders.pool(hidden, mask, "mean", normalize=True).sum()
+
+  grad = jax.grad(loss)(hidden)
+  assert np.isfinite(grad).all() and not grad[1].any()
+  pooled = encoders.pool(hidden, mask, "mean", normalize=True)
+  np.testing.assert_allclose(np.linalg.norm(pooled[0]), 1.0, rtol=1e-6)
+  assert not pooled[1].any()

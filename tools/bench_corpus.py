@@ -17,7 +17,9 @@ in fresh processes:
     `--steps` steps (then SIGTERM, which saves and exits).
 
 With `--baseline_tree` (a checkout of another segjax version) the training
-rows are also measured with that code on the same corpus. Writes the
+rows are also measured with that code on the same corpus; with
+`--preprocess_baseline_tree` the preprocessing rows, each right after the
+new code's. Writes the
 `bench_corpus` section of BENCHMARKS.md unless `--no-write`.
 """
 
@@ -153,7 +155,17 @@ def _data_flags(corpus, cache_dir, workdir):
   ]
 
 
-def preprocess(corpus, cache_dir, processes, log_dir) -> dict:
+def _commit(tree: pathlib.Path) -> str:
+  """The short commit of a checkout, to name its code in the table."""
+  return subprocess.run(
+      ["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],
+      capture_output=True,
+      text=True,
+      check=True,
+  ).stdout.strip()
+
+
+def preprocess(corpus, cache_dir, processes, log_dir, tree=REPO) -> dict:
   shutil.rmtree(cache_dir, ignore_errors=True)
   start = time.perf_counter()
   peaks = _finish(
@@ -162,7 +174,7 @@ def preprocess(corpus, cache_dir, processes, log_dir) -> dict:
           _data_flags(corpus, cache_dir, log_dir / "unused"),
           processes=processes,
           devices=1,
-          tree=REPO,
+          tree=tree,
           log_dir=log_dir,
       )
   )
@@ -233,6 +245,13 @@ def main() -> None:
       " the baseline's training): about 30 GB per process at 727K",
   )
   parser.add_argument("--preprocess_processes", default="1,2")
+  parser.add_argument(
+      "--preprocess_baseline_tree",
+      type=pathlib.Path,
+      default=None,
+      help="a checkout whose segjax.preprocess is also timed on each corpus"
+      " (e.g. the previous version; --baseline_tree may predate the shards)",
+  )
   parser.add_argument("--no-write", dest="write", action="store_false")
   args = parser.parse_args()
   args.work.mkdir(parents=True, exist_ok=True)
@@ -256,7 +275,11 @@ def main() -> None:
     log_dir = args.work / f"logs-{num_documents}"
     log_dir.mkdir(exist_ok=True)
     in_memory = num_documents <= args.in_memory_max_documents
-    row = {"documents": num_documents}
+    row = {"documents": num_documents, "commit": _commit(REPO)}
+    if args.baseline_tree:
+      row["baseline_commit"] = _commit(args.baseline_tree)
+    if args.preprocess_baseline_tree:
+      row["preprocess_baseline_commit"] = _commit(args.preprocess_baseline_tree)
     if in_memory:
       row["read_text"] = read_text(corpus, REPO)
     preprocess_counts = [int(p) for p in args.preprocess_processes.split(",")]
@@ -269,6 +292,16 @@ def main() -> None:
           log_dir,
       )
       print(num_documents, key, row[key], flush=True)
+      if args.preprocess_baseline_tree:
+        key = f"preprocess_{processes}_baseline"
+        row[key] = preprocess(
+            corpus,
+            args.work / f"shards-{num_documents}-baseline",
+            processes,
+            log_dir,
+            tree=args.preprocess_baseline_tree,
+        )
+        print(num_documents, key, row[key], flush=True)
     trees = {"new": REPO}
     if args.baseline_tree and in_memory:
       trees["baseline"] = args.baseline_tree
@@ -306,15 +339,22 @@ def write_section(rows, args) -> None:
       )
     for key, r in row.items():
       if key.startswith("preprocess_"):
+        code = (
+            f" ({row['preprocess_baseline_commit']})"
+            if key.endswith("_baseline")
+            else ""
+        )
         lines.append(
-            f"| {n:,} | preprocess, {key.split('_')[1]} process(es) |"
+            f"| {n:,} | preprocess, {key.split('_')[1]} process(es){code} |"
             f" {r['seconds']:.0f} s | | {r['peak_rss_gb']:.2f} | |"
         )
     for key, r in row.items():
       if key.startswith("train_"):
         _, name, shape = key.split("_")
+        commit_key = "commit" if name == "new" else f"{name}_commit"
+        code = row.get(commit_key, f"{name} code")
         lines.append(
-            f"| {n:,} | train {shape} ({name} code) | | "
+            f"| {n:,} | train {shape} ({code}) | | "
             f"{r['first_step_seconds']:.1f} s | {r['peak_rss_gb']:.2f} | "
             f"{r['steps_per_second']:.2f} |"
         )
@@ -326,7 +366,9 @@ def write_section(rows, args) -> None:
           "; `python tools/bench_corpus.py --documents=N --steps="
           f"{args.steps}` for each size. First step: from launch to the first "
           "metrics line, after preprocessing. Peak RSS: the largest process. "
-          "Baseline rows: the same command with another checkout's code.",
+          "Each row names the commit whose code it ran: the benchmarked one, "
+          "or a baseline checkout (`--baseline_tree` for training, "
+          "`--preprocess_baseline_tree` for preprocessing).",
           [
               "documents",
               "what",

@@ -207,17 +207,24 @@ def train(
   metrics = workdir / "metrics.jsonl"
   first_step = None
   events = []
-  while True:
-    if any(p.poll() is not None for p, _ in started):
-      _finish(started)  # Raises with the failed process's log.
-      raise RuntimeError("a training process exited early")
-    if metrics.exists():
-      events = [json.loads(l) for l in metrics.read_text().splitlines() if l]
-      if events and first_step is None:
-        first_step = time.perf_counter() - start
-      if events and events[-1]["step"] >= steps:
-        break
-    time.sleep(0.1)
+  try:
+    while True:
+      if any(p.poll() is not None for p, _ in started):
+        _finish(started)  # Raises with the failed process's log.
+        raise RuntimeError("a training process exited early")
+      if metrics.exists():
+        # Complete lines only: the trainer may be writing the last one.
+        lines = metrics.read_text().split("\n")[:-1]
+        events = [json.loads(line) for line in lines if line]
+        if events and first_step is None:
+          first_step = time.perf_counter() - start
+        if events and events[-1]["step"] >= steps:
+          break
+      time.sleep(0.1)
+  except BaseException:
+    for process, _ in started:  # No orphan left training on the machine.
+      process.kill()
+    raise
   for process, _ in started:
     process.send_signal(signal.SIGTERM)
   peaks = _finish(started)
@@ -338,18 +345,19 @@ def write_section(rows, args) -> None:
           f" {r['peak_rss_gb']:.2f} | |"
       )
     for key, r in row.items():
-      if key.startswith("preprocess_"):
-        code = (
-            f" ({row['preprocess_baseline_commit']})"
+      if key.startswith("preprocess_") and isinstance(r, dict):
+        commit_key = (
+            "preprocess_baseline_commit"
             if key.endswith("_baseline")
-            else ""
+            else "commit"
         )
+        code = f" ({row[commit_key]})" if commit_key in row else ""
         lines.append(
             f"| {n:,} | preprocess, {key.split('_')[1]} process(es){code} |"
             f" {r['seconds']:.0f} s | | {r['peak_rss_gb']:.2f} | |"
         )
     for key, r in row.items():
-      if key.startswith("train_"):
+      if key.startswith("train_") and isinstance(r, dict):
         _, name, shape = key.split("_")
         commit_key = "commit" if name == "new" else f"{name}_commit"
         code = row.get(commit_key, f"{name} code")

@@ -68,7 +68,11 @@ def compiled_step(config, batches):
   parallel = parallel_lib.DataParallel(config.parallel.mode)
   model = models.model_from_config(config)
   tx, schedule = trainer.make_optimizer(config.optim, config.train.num_steps)
-  state = parallel.put_state(trainer.create_train_state(config, model, tx))
+  embeddings = batches[0].get("embeddings")
+  embedding_dim = 0 if embeddings is None else embeddings.shape[-1]
+  state = parallel.put_state(
+      trainer.create_train_state(config, model, tx, embedding_dim)
+  )
   step = parallel.map_step(
       functools.partial(
           trainer.train_step,
@@ -188,8 +192,8 @@ def main():
       ]
       + [
           f"| embedding cache build, {source} | {seconds:.1f} s "
-          f"| {count:,} sentences, {count / seconds:,.0f} sentences/s |"
-          for source, (count, seconds) in builds.items()
+          f"| {len(cache):,} sentences, {len(cache) / seconds:,.0f} sentences/s |"
+          for source, (cache, _, seconds) in builds.items()
       ]
   )
   print("\n".join(rows))

@@ -29,6 +29,7 @@ import contextlib
 import dataclasses
 import itertools
 import json
+import logging as std_logging
 import os
 import pathlib
 import sys
@@ -141,6 +142,25 @@ def _ignore_closed_loop_callbacks() -> None:
 
   filtered.segjax_filter = True
   sys.unraisablehook = filtered
+
+
+class _UnretrievedTaskErrors(std_logging.Filter):
+  """asyncio's "Task exception was never retrieved" records.
+
+  When one tensorstore write of a save fails (a full disk), its sibling
+  writes fail too, and orbax awaits only the first: asyncio logs each other
+  one with its traceback when the task is collected, after segjax has
+  reported the failure in one line.
+  """
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return "exception was never retrieved" not in record.getMessage()
+
+
+def _quiet_unretrieved_task_errors() -> None:
+  logger = std_logging.getLogger("asyncio")
+  if not any(isinstance(f, _UnretrievedTaskErrors) for f in logger.filters):
+    logger.addFilter(_UnretrievedTaskErrors())
 
 
 @contextlib.contextmanager
@@ -294,6 +314,7 @@ class Checkpointer:
 
   def _write_failure(self, step: int, error: BaseException):
     self._failed = True
+    _quiet_unretrieved_task_errors()
     self.manager.reload()
     latest = self.manager.latest_step()
     return metric_writers.write_error(

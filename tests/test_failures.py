@@ -276,6 +276,33 @@ def test_a_full_disk_under_the_metric_log_is_one_line(small_tmpfs):
   assert "No space left on device" in message and "MB free there" in message
 
 
+def test_sibling_writes_of_a_failed_save_log_no_tracebacks(caplog):
+  """Once a save failed, asyncio's "never retrieved" records of its other
+  writes (which failed alike) are dropped: the one-line error says it."""
+  import asyncio
+  import gc
+
+  from segjax import checkpoints
+
+  async def failing_write():
+    raise ValueError("RESOURCE_EXHAUSTED: No space left on device")
+
+  async def save():
+    asyncio.ensure_future(failing_write())  # never awaited
+    await asyncio.sleep(0.01)
+
+  def run_and_collect():
+    asyncio.run(save())
+    gc.collect()
+
+  run_and_collect()
+  assert "exception was never retrieved" in caplog.text  # without the filter
+  caplog.clear()
+  checkpoints._quiet_unretrieved_task_errors()
+  run_and_collect()
+  assert "never retrieved" not in caplog.text and "Traceback" not in caplog.text
+
+
 @pytest.mark.slow
 def test_a_full_disk_stops_training_with_one_line_and_keeps_the_last_checkpoint(
     small_tmpfs,

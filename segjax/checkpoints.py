@@ -147,10 +147,10 @@ def _ignore_closed_loop_callbacks() -> None:
 class _UnretrievedTaskErrors(std_logging.Filter):
   """asyncio's "Task exception was never retrieved" records.
 
-  When one tensorstore write of a save fails (a full disk), its sibling
-  writes fail too, and orbax awaits only the first: asyncio logs each other
-  one with its traceback when the task is collected, after segjax has
-  reported the failure in one line.
+  When one tensorstore write of a save (a full disk) or read of a restore (a
+  damaged file) fails, its siblings fail too, and orbax awaits only the
+  first: asyncio logs each other one with its traceback when the task is
+  collected, after segjax has reported the failure in one line.
   """
 
   def filter(self, record: std_logging.LogRecord) -> bool:
@@ -378,6 +378,7 @@ class Checkpointer:
     try:
       return self.manager.restore(step, args=ocp.args.Composite(**items))
     except READ_ERRORS as e:
+      _quiet_unretrieved_task_errors()
       raise UnreadableCheckpoint(
           self.directory, step, metric_writers.error_reason(e)
       ) from None

@@ -276,9 +276,10 @@ def test_a_full_disk_under_the_metric_log_is_one_line(small_tmpfs):
   assert "No space left on device" in message and "MB free there" in message
 
 
-def test_sibling_writes_of_a_failed_save_log_no_tracebacks(caplog):
-  """Once a save failed, asyncio's "never retrieved" records of its other
-  writes (which failed alike) are dropped: the one-line error says it."""
+def test_siblings_of_a_failed_save_or_restore_log_no_tracebacks(caplog):
+  """Once a save or restore failed, asyncio's "never retrieved" records of
+  its other writes or reads (which failed alike) are dropped: the one-line
+  error says it."""
   import asyncio
   import gc
 

@@ -290,23 +290,18 @@ def main() -> None:
     if in_memory:
       row["read_text"] = read_text(corpus, REPO)
     preprocess_counts = [int(p) for p in args.preprocess_processes.split(",")]
+    preprocess_trees = {"": REPO}
+    if args.preprocess_baseline_tree:
+      preprocess_trees["_baseline"] = args.preprocess_baseline_tree
     for processes in preprocess_counts:
-      key = f"preprocess_{processes}"
-      row[key] = preprocess(
-          corpus,
-          args.work / f"shards-{num_documents}-{processes}",
-          processes,
-          log_dir,
-      )
-      print(num_documents, key, row[key], flush=True)
-      if args.preprocess_baseline_tree:
-        key = f"preprocess_{processes}_baseline"
+      for suffix, tree in preprocess_trees.items():
+        key = f"preprocess_{processes}{suffix}"
         row[key] = preprocess(
             corpus,
-            args.work / f"shards-{num_documents}-baseline",
+            args.work / f"shards-{num_documents}-{processes}{suffix}",
             processes,
             log_dir,
-            tree=args.preprocess_baseline_tree,
+            tree=tree,
         )
         print(num_documents, key, row[key], flush=True)
     trees = {"new": REPO}

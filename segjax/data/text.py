@@ -140,10 +140,12 @@ def _char_classes() -> np.ndarray:
   `re`'s `\\w` is `str.isalnum()` or "_", its `\\s` is `str.isspace()`; a
   test checks the table against `_WORD_PATTERN` for every code point.
   """
-  chars = "".join(map(chr, range(0x110000)))
-  word = np.fromiter((c.isalnum() for c in chars), bool, len(chars))
+  # One character at a time: a string or list of all of them would leave
+  # ~60 MB of freed small objects in the process.
+  n = 0x110000
+  word = np.fromiter((chr(c).isalnum() for c in range(n)), bool, n)
   word[ord("_")] = True
-  space = np.fromiter(map(str.isspace, chars), bool, len(chars))
+  space = np.fromiter((chr(c).isspace() for c in range(n)), bool, n)
   return np.where(space, 0, np.where(word, 1, 2)).astype(np.uint8)
 
 

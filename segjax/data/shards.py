@@ -24,6 +24,7 @@ the list itself). Layout:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -209,9 +210,15 @@ def build_parts(
 
 
 def _change(
-    folder: pathlib.Path, built: Mapping, current: Mapping, data_config: Any
+    folder: pathlib.Path,
+    built: Mapping,
+    current: Mapping,
+    inputs: Callable[[], Mapping],
 ) -> str | None:
-  """A phrase naming the first way the input files changed, or None."""
+  """A phrase naming the first way the input files changed, or None.
+
+  `inputs` gives `split_inputs` (the full listing), only when a file changed.
+  """
   for split in SPLITS:
     if (split in built) != (split in current):
       return (
@@ -222,11 +229,11 @@ def _change(
     if built[split]["source"] != current[split]["source"]:
       return f"the {split} split is now {current[split]['source']} format"
     if built[split]["listing"] != current[split]["listing"]:
-      return _first_changed_file(folder, split, data_config)
+      return _first_changed_file(folder, split, inputs()[split]["files"])
   return None
 
 
-def _first_changed_file(folder: pathlib.Path, split: str, data_config) -> str:
+def _first_changed_file(folder: pathlib.Path, split: str, files) -> str:
   """`split/file: old -> new bytes` for the first file that differs."""
   try:
     old = dict(
@@ -234,7 +241,7 @@ def _first_changed_file(folder: pathlib.Path, split: str, data_config) -> str:
     )
   except (OSError, ValueError):
     return f"the {split} split's files differ"
-  new = dict(map(tuple, split_inputs(data_config)[split]["files"]))
+  new = dict(map(tuple, files))
   for name in sorted(old.keys() | new.keys()):
     if old.get(name) != new.get(name):
       return (
@@ -322,9 +329,11 @@ def build(
   """
   folder = shard_folder(data_config, tokenizer, workdir)
   manifest = read_manifest(folder)
+  # Listed at most once: for the change message and then for the build.
+  listed_inputs = functools.cache(lambda: split_inputs(data_config))
   if manifest is not None:
     change = _change(
-        folder, manifest["splits"], split_listings(data_config), data_config
+        folder, manifest["splits"], split_listings(data_config), listed_inputs
     )
     if change is None:
       return folder
@@ -333,7 +342,7 @@ def build(
     )
   else:
     logging.info("Building the shards of %s in %s", data_config.path, folder)
-  inputs = split_inputs(data_config)
+  inputs = listed_inputs()
   folder.mkdir(parents=True, exist_ok=True)
   for status in _status_files(folder, process_index):
     status.unlink(missing_ok=True)

@@ -163,18 +163,17 @@ def _powers(base: np.uint64, n: int) -> np.ndarray:
 
 def token_spans(
     sentences: list[str], max_tokens: int
-) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
   """The first `max_tokens` tokens of each sentence, as spans of one text.
 
-  Returns (text, sentence of each token, start, end): the sentences joined by
-  spaces, and per token (in order) its sentence and its `text[start:end]`.
+  Returns (text, its code points, sentence of each token, start, end): the
+  sentences joined by spaces, and per token (in order) its sentence and its
+  `text[start:end]`.
   The tokens are those of `words` (`_WORD_PATTERN`), found with array
   operations over the code points instead of a regex call per sentence.
   """
   text = " ".join(sentences)  # The space ends each sentence's last token.
-  points = np.frombuffer(
-      text.encode("utf-32-le", "surrogatepass"), np.uint32
-  ).astype(np.int64)
+  points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), np.uint32)
   classes = _char_classes()[points]
   word = classes == 1
   before = np.concatenate([[False], word[:-1]])
@@ -189,20 +188,18 @@ def token_spans(
   sentence = np.searchsorted(first_char, starts, side="right") - 1
   first_token = np.searchsorted(starts, first_char)
   kept = np.arange(len(starts)) - first_token[sentence] < max_tokens
-  return text, sentence[kept], starts[kept], ends[kept]
+  return text, points, sentence[kept], starts[kept], ends[kept]
 
 
-def _span_fingerprints(text: str, starts, ends) -> np.ndarray:
-  """A 64-bit fingerprint of each `text[start:end]`, by prefix sums.
+def _span_fingerprints(points: np.ndarray, starts, ends) -> np.ndarray:
+  """A 64-bit fingerprint of each span `points[start:end]`, by prefix sums.
 
   sum_j c_j B^-j over the span, times B^start: a polynomial in B^-1 of the
   span's code points, the same wherever the span lies; the length is mixed
   in. Only used to find the distinct words of one call, whose real hashes
   are then computed (two distinct words agree with probability 2**-64).
   """
-  points = np.frombuffer(
-      text.encode("utf-32-le", "surrogatepass"), np.uint32
-  ).astype(np.uint64)
+  points = points.astype(np.uint64)
   prefix = np.zeros(len(points) + 1, np.uint64)
   np.cumsum(points * _powers(_FINGERPRINT_INVERSE, len(points)), out=prefix[1:])
   base_powers = _powers(_FINGERPRINT_BASE, len(points) + 1)
@@ -255,11 +252,13 @@ class Tokenizer:
     out = np.zeros((len(sentences), self.max_tokens), np.int32)
     if not sentences:
       return out
-    text, sentence, starts, ends = token_spans(sentences, self.max_tokens)
+    text, points, sentence, starts, ends = token_spans(
+        sentences, self.max_tokens
+    )
     if not len(starts):
       return out
     _, first, inverse = np.unique(
-        _span_fingerprints(text, starts, ends),
+        _span_fingerprints(points, starts, ends),
         return_index=True,
         return_inverse=True,
     )

@@ -56,7 +56,7 @@ def get_config() -> ml_collections.ConfigDict:
   d.max_sentences = 64  # int >= 2: sentences per window
   d.train_stride = 0  # int >= 0: training window step; 0 = max_sentences
   d.eval_stride = 0  # int >= 0: evaluation window step; 0 = max_sentences // 2
-  # Corpus folders are read once into ArrayRecord shards (`segjax.preprocess`)
+  # Corpus folders are read once into shards of records (`segjax.preprocess`)
   # kept here, one folder per corpus and tokenizer; "" = <workdir>/data.
   d.cache_dir = ""
 

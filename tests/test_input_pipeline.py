@@ -349,10 +349,21 @@ TRICKY = [
 ]
 
 
+@pytest.mark.parametrize("cache_size", [None, 7])
 @pytest.mark.parametrize("lowercase", [True, False])
-def test_tokenizer_ids_are_the_hashes_of_the_regex_words(lowercase):
-  """The array tokenizer gives `words`' tokens (the regex) and their hashes."""
+def test_tokenizer_ids_are_the_hashes_of_the_regex_words(
+    lowercase, cache_size, monkeypatch
+):
+  """The array tokenizer gives `words`' tokens (the regex) and their hashes.
+
+  Also when its cache of word hashes fills up and is cleared between and
+  within the calls (`cache_size`).
+  """
   from segjax.data import text
+
+  if cache_size:
+    monkeypatch.setattr(text._WordHashes, "MAX_SIZE", cache_size)
+    monkeypatch.setattr(text, "_WORD_HASHES", text._WordHashes())
 
   tokenizer = data.Tokenizer(
       num_buckets=1 << 15, max_tokens=32, lowercase=lowercase

@@ -120,14 +120,44 @@ def _word_hash(word: str) -> int:
   return int.from_bytes(digest, "little")
 
 
-class _WordHashes(dict):
-  """word -> `_word_hash(word)`, computed on first use; cleared when full."""
+class _WordHashes:
+  """Fingerprint -> `_word_hash(word)`, computed on first use; cleared when full.
 
-  def __missing__(self, word: str) -> int:
-    if len(self) >= 1 << 20:
+  Sorted arrays, so a call looks up all its distinct words at once and runs
+  Python only for words it has not seen before. Keyed by fingerprint (two
+  distinct words agree with probability 2**-64 per pair, against the
+  1 / num_buckets at which any two words share an id anyway).
+  """
+
+  MAX_SIZE = 1 << 21
+
+  def __init__(self):
+    self.clear()
+
+  def clear(self) -> None:
+    self._fingerprints = np.zeros(0, np.uint64)
+    self._hashes = np.zeros(0, np.uint64)
+
+  def get(self, fingerprints: np.ndarray, words) -> np.ndarray:
+    """Hashes of sorted distinct `fingerprints`; `words(i)` is the i-th word."""
+    position = np.searchsorted(self._fingerprints, fingerprints)
+    known = position < len(self._fingerprints)
+    known[known] = self._fingerprints[position[known]] == fingerprints[known]
+    hashes = np.zeros(len(fingerprints), np.uint64)
+    hashes[known] = self._hashes[position[known]]
+    new = np.flatnonzero(~known)
+    hashes[new] = np.fromiter(
+        (_word_hash(words(i)) for i in new), np.uint64, len(new)
+    )
+    if len(self._fingerprints) + len(new) > self.MAX_SIZE:
       self.clear()
-    value = self[word] = _word_hash(word)
-    return value
+      position = np.zeros(len(fingerprints), np.int64)
+      new = np.arange(len(fingerprints))
+    self._fingerprints = np.insert(
+        self._fingerprints, position[new], fingerprints[new]
+    )
+    self._hashes = np.insert(self._hashes, position[new], hashes[new])
+    return hashes
 
 
 _WORD_HASHES = _WordHashes()
@@ -137,28 +167,45 @@ _WORD_HASHES = _WordHashes()
 def _char_classes() -> np.ndarray:
   """uint8 per code point: 0 white space (`\\s`), 1 word (`\\w`), 2 other.
 
-  `re`'s `\\w` is `str.isalnum()` or "_", its `\\s` is `str.isspace()`; a
-  test checks the table against `_WORD_PATTERN` for every code point.
+  Found with `re` itself, by its runs over all code points in order; a test
+  checks the table against `_WORD_PATTERN` one code point at a time.
   """
-  # One character at a time: a string or list of all of them would leave
-  # ~60 MB of freed small objects in the process.
   n = 0x110000
-  word = np.fromiter((chr(c).isalnum() for c in range(n)), bool, n)
-  word[ord("_")] = True
-  space = np.fromiter((chr(c).isspace() for c in range(n)), bool, n)
-  return np.where(space, 0, np.where(word, 1, 2)).astype(np.uint8)
+  classes = np.full(n, 2, np.uint8)
+  chunk = 1 << 16  # Small strings: one of all code points would stay cached.
+  for first in range(0, n, chunk):
+    text = "".join(map(chr, range(first, min(first + chunk, n))))
+    for pattern, value in ((_WORD_RUN, 1), (_SPACE_RUN, 0)):
+      for match in pattern.finditer(text):
+        classes[first + match.start() : first + match.end()] = value
+  return classes
 
+
+_WORD_RUN = re.compile(r"\w+")
+_SPACE_RUN = re.compile(r"\s+")
 
 # Odd multipliers of a polynomial fingerprint mod 2**64 and its inverse.
 _FINGERPRINT_BASE = np.uint64(0x9E3779B97F4A7C15)
 _FINGERPRINT_INVERSE = np.uint64(pow(0x9E3779B97F4A7C15, -1, 1 << 64))
 
 
-def _powers(base: np.uint64, n: int) -> np.ndarray:
-  """base**0 .. base**(n - 1) mod 2**64."""
-  powers = np.full(n, base, np.uint64)
-  powers[0] = 1
-  return np.cumprod(powers, dtype=np.uint64)
+class _Powers:
+  """base**0 .. base**(n - 1) mod 2**64, kept and extended as calls grow."""
+
+  def __init__(self, base: np.uint64):
+    self._base = base
+    self._powers = np.ones(1, np.uint64)
+
+  def __call__(self, n: int) -> np.ndarray:
+    if n > len(self._powers):
+      powers = np.full(max(n, 2 * len(self._powers)), self._base, np.uint64)
+      powers[0] = 1
+      self._powers = np.cumprod(powers, dtype=np.uint64)
+    return self._powers[:n]
+
+
+_INVERSE_POWERS = _Powers(_FINGERPRINT_INVERSE)
+_BASE_POWERS = _Powers(_FINGERPRINT_BASE)
 
 
 def token_spans(
@@ -196,15 +243,29 @@ def _span_fingerprints(points: np.ndarray, starts, ends) -> np.ndarray:
 
   sum_j c_j B^-j over the span, times B^start: a polynomial in B^-1 of the
   span's code points, the same wherever the span lies; the length is mixed
-  in. Only used to find the distinct words of one call, whose real hashes
-  are then computed (two distinct words agree with probability 2**-64).
+  in. It names a word for `_WordHashes`, which computes the real hash.
   """
   points = points.astype(np.uint64)
   prefix = np.zeros(len(points) + 1, np.uint64)
-  np.cumsum(points * _powers(_FINGERPRINT_INVERSE, len(points)), out=prefix[1:])
-  base_powers = _powers(_FINGERPRINT_BASE, len(points) + 1)
-  spans = (prefix[ends] - prefix[starts]) * base_powers[starts]
+  np.cumsum(points * _INVERSE_POWERS(len(points)), out=prefix[1:])
+  spans = (prefix[ends] - prefix[starts]) * _BASE_POWERS(len(points))[starts]
   return spans ^ (ends - starts).astype(np.uint64) * _FINGERPRINT_BASE
+
+
+def _distinct(values: np.ndarray):
+  """(sorted distinct values, an index of each, inverse): `np.unique`'s three.
+
+  The index is of any occurrence, not the first, so the sort need not be
+  stable (`np.unique(return_index=True)` sorts stably, several times slower).
+  """
+  order = np.argsort(values)
+  ordered = values[order]
+  is_new = np.empty(len(values), bool)
+  is_new[:1] = True
+  np.not_equal(ordered[1:], ordered[:-1], out=is_new[1:])
+  inverse = np.empty(len(values), np.intp)
+  inverse[order] = np.cumsum(is_new) - 1
+  return ordered[is_new], order[is_new], inverse
 
 
 # Names the hash in saved settings, so a checkpoint refuses a tokenizer that
@@ -243,8 +304,9 @@ class Tokenizer:
   def encode(self, sentences: Iterable[str]) -> np.ndarray:
     """Token ids of sentences, int32 `[num_sentences, max_tokens]`, 0-padded.
 
-    Each distinct word of the call is hashed once (`_word_hash`); the rest
-    is array operations, so a long list of sentences costs little Python.
+    Each distinct word is hashed once (`_word_hash`, kept in `_WordHashes`);
+    the rest is array operations, so a long list of sentences costs little
+    Python.
     """
     sentences = list(sentences)
     if self.lowercase:
@@ -257,19 +319,15 @@ class Tokenizer:
     )
     if not len(starts):
       return out
-    _, first, inverse = np.unique(
-        _span_fingerprints(points, starts, ends),
-        return_index=True,
-        return_inverse=True,
+    distinct, some, inverse = _distinct(
+        _span_fingerprints(points, starts, ends)
     )
-    hashes = np.fromiter(
-        (_WORD_HASHES[text[starts[i] : ends[i]]] for i in first),
-        np.uint64,
-        len(first),
+    hashes = _WORD_HASHES.get(
+        distinct, lambda i: text[starts[some[i]] : ends[some[i]]]
     )
     ids = hashes % np.uint64(self.num_buckets - 1) + np.uint64(1)
     position = np.arange(len(starts)) - np.searchsorted(sentence, sentence)
-    out[sentence, position] = ids[inverse.reshape(-1)]
+    out[sentence, position] = ids[inverse]
     return out
 
   def to_dict(self) -> dict[str, Any]:

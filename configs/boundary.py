@@ -5,9 +5,10 @@
       --config.loss.boundary_weight=3.0 --workdir=runs/aggressive
 
 Variants (`configs/boundary.py:<name>`, comma-separated, plus `smoke` for a
-tiny run): aggressive, conservative, imbalanced, calibration, minilm
-(frozen pretrained sentence encoder). Every key and
-its default: `configs/default.py`.
+tiny run): aggressive, conservative, imbalanced, calibration, hashed
+(hashed-word embeddings instead of the pretrained sentence encoder), minilm
+(the pretrained encoder, the default). Every key and its default:
+`configs/default.py`.
 """
 
 from segjax import config_lib
@@ -38,6 +39,7 @@ VARIANTS = {
         "loss.conf_penalty_lambda": 0.03,
         "loss.conf_threshold": 0.85,
     },
+    "hashed": default.HASHED,
     "minilm": default.MINILM,
     "smoke": default.SMOKE,
 }

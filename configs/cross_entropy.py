@@ -3,7 +3,8 @@
   python -m segjax.train --config=configs/cross_entropy.py --workdir=runs/ce
 
 Variants (`configs/cross_entropy.py:<name>`, plus `smoke`): imbalanced,
-minilm (frozen pretrained sentence encoder).
+hashed (hashed-word embeddings instead of the pretrained sentence encoder),
+minilm (the pretrained encoder, the default).
 Every other key and its default: `configs/default.py`.
 """
 
@@ -18,6 +19,7 @@ VARIANTS = {
         "loss.class_weights": (1.0, 2.5),
         "loss.label_smoothing": 0.2,
     },
+    "hashed": default.HASHED,
     "minilm": default.MINILM,
     "smoke": default.SMOKE,
 }

@@ -15,8 +15,11 @@ stops the resume and names the keys.
 
 import ml_collections
 
-# `:smoke`: a tiny model on a few documents; 20 steps in seconds on a CPU.
+# `:smoke`: a tiny model on a few documents; 20 steps in seconds on a CPU. It
+# learns its own word embeddings (no encoder to load or cache to build); a
+# later `minilm` (`:smoke,minilm`) puts the pretrained encoder back.
 SMOKE = {
+    "model.sentence_encoder": "hashed",
     "data.max_documents": 48,
     "data.max_sentences": 32,
     "tokenizer.num_buckets": 4096,
@@ -36,11 +39,16 @@ SMOKE = {
     "train.checkpoint_every": 10,
 }
 
-# `:minilm`: sentence vectors from the pretrained all-MiniLM-L6-v2, frozen.
+# `:minilm`: sentence vectors from the pretrained all-MiniLM-L6-v2, frozen
+# (the defaults; named for runs that combine it with other variants).
 MINILM = {
     "model.sentence_encoder": "pretrained",
     "encoder.name": "all-MiniLM-L6-v2",
 }
+
+# `:hashed`: hashed-word embeddings learned from scratch, no pretrained
+# encoder (the model before pretrained encoders; twice the Pk on pydoc).
+HASHED = {"model.sentence_encoder": "hashed"}
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -68,8 +76,9 @@ def get_config() -> ml_collections.ConfigDict:
 
   # `segjax.models.SegmentationModel`; one key per field.
   config.model = m = ml_collections.ConfigDict()
-  # hashed (word embeddings learned from scratch) | pretrained (`encoder`)
-  m.sentence_encoder = "hashed"
+  # pretrained (`encoder`'s sentence vectors) | hashed (word embeddings
+  # learned from scratch). Pretrained halves pydoc's test Pk (RESULTS.md).
+  m.sentence_encoder = "pretrained"
   m.token_layers = 0  # int >= 0, hashed: transformer blocks before pooling
   m.document_encoder = "transformer"  # transformer | bilstm
   m.embed_dim = 32  # int >= 1: token embedding size

@@ -78,9 +78,13 @@ def one_step_on_devices(step, host_state, batch, num_devices, mode="pmap"):
 
 
 def with_smoke(spec):
-  """`configs/x.py[:variants]` with the `smoke` variant added last."""
+  """`configs/x.py[:variants]` with the `smoke` variant added first.
+
+  First, so that a named `minilm` puts back the pretrained encoder that
+  `smoke` replaces with hashed words.
+  """
   path, _, variants = spec.partition(":")
-  return f"{path}:{variants + ',' if variants else ''}smoke"
+  return f"{path}:smoke{',' + variants if variants else ''}"
 
 
 def tiny_config(spec="configs/boundary.py", **overrides):

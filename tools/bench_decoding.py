@@ -4,8 +4,8 @@ For three workloads (the pydoc test split, 200 documents of 15 to 68
 sentences; one and sixteen 2,000-sentence documents made of pydoc
 sentences) it times
 
-- the model forward pass that gives the boundary probabilities: the default
-  config's model (`configs/boundary.py`, random weights), jitted, over the
+- the model forward pass that gives the boundary probabilities: the
+  hashed-word model (`configs/boundary.py:hashed`, random weights), jitted, over the
   workload's evaluation windows, device time only (no tokenizing or
   stitching);
 - `segjax.decoding.decode_batch` under several constraints (host arrays in,
@@ -32,7 +32,7 @@ from segjax import evaluation
 from segjax import models
 
 GOAL = 0.10
-CONFIG = "configs/boundary.py"
+CONFIG = "configs/boundary.py:hashed"
 LONG_DOCUMENT = 2000
 CONSTRAINTS = {
     "pydoc": {

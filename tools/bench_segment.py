@@ -17,7 +17,7 @@ workload runs in a subprocess of its own, so that its peak RSS
   without and with the constraints. Goal (issue 14): constrained decoding
   at most 10% of the forward pass.
 
-The hashed-word encoder is `configs/boundary.py`'s model trained for two
+The hashed-word encoder is `configs/boundary.py:hashed`'s model trained for two
 steps here (or the run `--workdir` names); the pretrained encoder is
 measured when `--pretrained_workdir` names a run of the `:minilm` variant,
 such as
@@ -49,7 +49,7 @@ import time
 import bench_report  # tools/ is on sys.path when run as a script.
 
 GOAL = 0.10
-CONFIG = "configs/boundary.py"
+CONFIG = "configs/boundary.py:hashed"
 LONG_DOCUMENT = 2000
 NUM_LONG = 4
 CONSTRAINTS = dict(min_segment_sentences=3, max_segment_sentences=20)
@@ -184,7 +184,7 @@ def measure(workdir: str, name: str, batch_size: int, repeats: int) -> dict:
 
 
 def train_hashed_run(workdir: pathlib.Path) -> None:
-  """`configs/boundary.py`'s model, two steps (the speed is the model's)."""
+  """`configs/boundary.py:hashed`'s model, two steps (the speed is the model's)."""
   subprocess.run(
       [
           sys.executable,
@@ -280,7 +280,7 @@ def main():
       " (pysbd; none for given sentences), forward (`boundary_probabilities`:"
       " tokenizing, the model, stitching), decoding without and with the"
       " constraints. RSS: after loading the run and the workload / peak"
-      " (ru_maxrss). Hashed words: the `configs/boundary.py` model"
+      " (ru_maxrss). Hashed words: the `configs/boundary.py:hashed` model"
       f" ({', '.join(TRAIN_FLAGS)}); pretrained: a `:minilm` run trained"
       " alike (the tool's docstring). Goal: constrained decoding at most"
       f" {GOAL:.0%} of the forward pass (worst here: {worst:.1%}). Load"

@@ -34,8 +34,8 @@ from segjax import parallel as parallel_lib
 from segjax import trainer
 
 CONFIGS = {
-    "boundary_aware": "configs/boundary.py",
-    "cross_entropy": "configs/cross_entropy.py",
+    "boundary_aware": "configs/boundary.py:hashed",
+    "cross_entropy": "configs/cross_entropy.py:hashed",
     "boundary_aware:minilm": "configs/boundary.py:minilm",
 }
 
@@ -199,7 +199,8 @@ def main():
   print("\n".join(rows))
   body = bench_report.table_section(
       "Training: step and input pipeline (`tools/bench_train.py`)",
-      f"Default config (`configs/boundary.py` / `configs/cross_entropy.py`): "
+      f"Hashed-word encoder (`configs/boundary.py:hashed` / "
+      "`configs/cross_entropy.py:hashed`): "
       f"global batch {base.train.batch_size} windows x "
       f"{base.data.max_sentences} sentences x {base.tokenizer.max_tokens} tokens "
       f"({sentences_per_batch:.0f} real sentences per batch on average), "

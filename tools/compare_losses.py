@@ -89,6 +89,19 @@ class CompareError(ValueError):
 # ----------------------------------------------------------------------------
 
 
+def add_set_flag(parser: argparse.ArgumentParser) -> None:
+  """`--set KEY=VALUE` (repeatable) into `args.overrides`."""
+  parser.add_argument(
+      "--set",
+      dest="overrides",
+      action="append",
+      default=[],
+      metavar="KEY=VALUE",
+      help="config override for every run, repeatable, e.g. "
+      "train.num_steps=300",
+  )
+
+
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   """The command line; see the module docstring."""
   parser = argparse.ArgumentParser(
@@ -112,15 +125,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
       help="overrides data.source (default: the configs')",
   )
   parser.add_argument("--data_path", default=None, help="overrides data.path")
-  parser.add_argument(
-      "--set",
-      dest="overrides",
-      action="append",
-      default=[],
-      metavar="KEY=VALUE",
-      help="config override for every run, repeatable, e.g. "
-      "train.num_steps=300",
-  )
+  add_set_flag(parser)
   parser.add_argument(
       "--workdir_root",
       default=None,

@@ -231,6 +231,9 @@ def run_candidates(args: argparse.Namespace) -> dict[str, Any]:
 def markdown(report: Mapping[str, Any]) -> str:
   """The report's tables: scores over folds and seeds, Pk per fold."""
   folds = report["folds"]
+  train_seconds = sum(
+      run["wall_seconds"] for c in report["candidates"] for run in c["runs"]
+  )
   header = (
       ["candidate", "overrides"]
       + [label for _, label in SCORES]
@@ -246,8 +249,9 @@ def markdown(report: Mapping[str, Any]) -> str:
       f" documents, {report['seeds']} seed(s); every run: "
       f"{' '.join(report['overrides']) or 'no overrides'}. Mean ± standard"
       " deviation over folds and seeds. Machine: "
-      f"{report['machine']}; code {report['code']};"
-      f" {report['total_seconds']:.0f} s in all.",
+      f"{report['machine']}; code {report['code']}; the runs trained for"
+      f" {train_seconds:.0f} s in all (this invocation:"
+      f" {report['total_seconds']:.0f} s).",
       "",
       "| " + " | ".join(header) + " |",
       "|" + "---|" * len(header),

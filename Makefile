@@ -19,11 +19,16 @@ $(STAMP): requirements.txt setup.cfg pyproject.toml
 train: $(STAMP)
 	$(PY) -m segjax.train --config=configs/boundary.py $(ARGS)
 
+# Test processes (pytest-xdist); a file's tests stay in one process, so its
+# module fixtures (a trained run, a comparison) are built once.
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+
 test: $(STAMP)
-	$(PY) -m pytest -q $(ARGS)
+	$(PYTEST) $(ARGS)
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" $(ARGS)
+	$(PYTEST) -m "not slow" $(ARGS)
 
 validate: $(STAMP)
 	$(PY) tools/validate_migration.py

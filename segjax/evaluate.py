@@ -187,6 +187,7 @@ def main(argv):
       fitted = baselines.fit(_BASELINE.value, splits)
   except (
       FileNotFoundError,
+      config_lib.ConfigError,
       data.DataError,
       encoders.LoadError,
       checkpoints.CheckpointError,

@@ -128,7 +128,11 @@ def _restore_step(checkpointer: checkpoints.Checkpointer, step: int):
   encoder = None
   if config.model.sentence_encoder == "pretrained":
     encoder = _same_encoder(config.encoder, meta["encoder"])
-  model = models.model_from_config(config, encoder)
+  try:
+    model = models.model_from_config(config, encoder)
+  except config_lib.ConfigError as e:
+    workdir = checkpointer.directory.parent
+    raise config_lib.ConfigError(f"{workdir}: {e}") from None
   init = functools.partial(
       models.init_params,
       model,

@@ -40,6 +40,7 @@ which is what `segjax.data` produces.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 import zlib
@@ -852,11 +853,54 @@ def count_params(params: Any) -> int:
   return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
 
 
+# SegmentationModel fields that are not keys of the `model` section.
+_NOT_MODEL_KEYS = frozenset(
+    {
+        "num_buckets",
+        "num_classes",
+        "max_sentences",
+        "encoder",
+        "param_dtype",
+        "parent",
+        "name",
+    }
+)
+
+
+def _check_model_keys(model_config: Any) -> None:
+  """Refuses a `model` section whose keys are not this version's fields.
+
+  A run trained by another segjax version names keys this one lacks, or
+  lacks keys it needs: its model cannot be rebuilt as it was trained.
+  """
+  fields = {
+      f.name: f
+      for f in dataclasses.fields(SegmentationModel)
+      if f.name not in _NOT_MODEL_KEYS
+  }
+  keys = set(model_config.keys())
+  unknown = sorted(keys - set(fields))
+  missing = sorted(
+      name
+      for name, f in fields.items()
+      if name not in keys and f.default is dataclasses.MISSING
+  )
+  if unknown or missing:
+    differences = [f"model.{k} is not a key of this version" for k in unknown]
+    differences += [f"model.{k} is missing" for k in missing]
+    raise config_lib.ConfigError(
+        f"the config's model section does not match this segjax version"
+        f" ({'; '.join(differences)}): a run trained by another version?"
+        " Train it again with this one"
+    )
+
+
 def model_from_config(config: Any, encoder: Any = None) -> SegmentationModel:
   """The model of a run's config: its `model` section plus three facts that
   other sections own (the tokenizer's id space, the loss's classes, the
   window length), and with `encoder.fine_tune` the pretrained `encoder`
   (an `encoders.Encoder`) inside it, its blocks rematerialised."""
+  _check_model_keys(config.model)
   module = None
   if config.model.sentence_encoder == "pretrained" and config.encoder.fine_tune:
     if encoder is None:

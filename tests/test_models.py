@@ -9,6 +9,7 @@ import numpy as np
 import optax
 import pytest
 
+from segjax import config_lib
 from segjax import models
 
 NUM_BUCKETS = 101
@@ -469,3 +470,17 @@ def test_semantic_cohesion_is_the_cosine_of_summed_block_embeddings():
       np.testing.assert_allclose(
           features[0, i, window + k - 1], cosine(before, after), rtol=1e-5
       )
+
+
+def test_a_model_section_of_another_version_is_refused_naming_its_keys():
+  """A run trained by another segjax version: one error, every odd key."""
+  from e2e_helpers import tiny_config  # pylint: disable=g-import-not-at-top
+
+  config = tiny_config()
+  with config.unlocked():
+    del config.model["token_layers"]
+    config.model.sentence_layers = 1
+  with pytest.raises(config_lib.ConfigError) as e:
+    models.model_from_config(config)
+  assert "model.sentence_layers is not a key of this version" in str(e.value)
+  assert "model.token_layers is missing" in str(e.value)

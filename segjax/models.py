@@ -853,22 +853,8 @@ def count_params(params: Any) -> int:
   return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
 
 
-# SegmentationModel fields that are not keys of the `model` section.
-_NOT_MODEL_KEYS = frozenset(
-    {
-        "num_buckets",
-        "num_classes",
-        "max_sentences",
-        "encoder",
-        "param_dtype",
-        "parent",
-        "name",
-    }
-)
-
-
-def _check_model_keys(model_config: Any) -> None:
-  """Refuses a `model` section whose keys are not this version's fields.
+def _check_model_keys(model_config: Any, others: Mapping[str, Any]) -> None:
+  """Refuses a `model` section that is not this version's fields (but `others`).
 
   A run trained by another segjax version names keys this one lacks, or
   lacks keys it needs: its model cannot be rebuilt as it was trained.
@@ -876,14 +862,16 @@ def _check_model_keys(model_config: Any) -> None:
   fields = {
       f.name: f
       for f in dataclasses.fields(SegmentationModel)
-      if f.name not in _NOT_MODEL_KEYS
+      if f.init and f.name not in others
   }
   keys = set(model_config.keys())
   unknown = sorted(keys - set(fields))
   missing = sorted(
       name
       for name, f in fields.items()
-      if name not in keys and f.default is dataclasses.MISSING
+      if name not in keys
+      and f.default is dataclasses.MISSING
+      and f.default_factory is dataclasses.MISSING
   )
   if unknown or missing:
     differences = [f"model.{k} is not a key of this version" for k in unknown]
@@ -900,16 +888,17 @@ def model_from_config(config: Any, encoder: Any = None) -> SegmentationModel:
   other sections own (the tokenizer's id space, the loss's classes, the
   window length), and with `encoder.fine_tune` the pretrained `encoder`
   (an `encoders.Encoder`) inside it, its blocks rematerialised."""
-  _check_model_keys(config.model)
-  module = None
-  if config.model.sentence_encoder == "pretrained" and config.encoder.fine_tune:
-    if encoder is None:
-      raise ValueError("encoder.fine_tune=True needs the loaded encoder")
-    module = encoder.module.clone(remat=True, dtype=DTYPES[config.model.dtype])
-  return SegmentationModel(
-      **config.model,
+  others = dict(
       num_buckets=config.tokenizer.num_buckets,
       num_classes=config.loss.num_classes,
       max_sentences=config.data.max_sentences,
-      encoder=module,
+      encoder=None,
   )
+  _check_model_keys(config.model, others)
+  if config.model.sentence_encoder == "pretrained" and config.encoder.fine_tune:
+    if encoder is None:
+      raise ValueError("encoder.fine_tune=True needs the loaded encoder")
+    others["encoder"] = encoder.module.clone(
+        remat=True, dtype=DTYPES[config.model.dtype]
+    )
+  return SegmentationModel(**config.model, **others)

@@ -485,6 +485,28 @@ def _saved_config(checkpointer: checkpoints.Checkpointer) -> dict | None:
   return meta["config"]
 
 
+# JAX keeps every executable compiled in a process, and each holds memory
+# mappings (about 9 on CPU); Linux allows a process 65530 (vm.max_map_count)
+# and XLA fails to compile past that. Dozens of runs in one process (a sweep
+# of `tools/compare_losses.py`, the tests) get there.
+MAX_MEMORY_MAPS = 20_000
+
+
+def memory_maps() -> int:
+  """This process's memory mappings (Linux; 0 where there is no such count)."""
+  try:
+    with open("/proc/self/maps") as f:
+      return sum(1 for _ in f)
+  except OSError:
+    return 0
+
+
+def free_compiled_code_if_many() -> None:
+  """Frees JAX's compiled executables once the process maps too many."""
+  if memory_maps() > MAX_MEMORY_MAPS:
+    jax.clear_caches()
+
+
 def train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: str | pathlib.Path
 ) -> dict[str, Any]:
@@ -498,6 +520,7 @@ def train_and_evaluate(
   """
   # -- Set up: config, devices, workdir ---------------------------------------
   began = time.time()
+  free_compiled_code_if_many()  # Room to compile, after earlier runs here.
   config_lib.validate_config(config)
   workdir = pathlib.Path(workdir)
   if workdir.exists() and not workdir.is_dir():

@@ -24,22 +24,18 @@ import gc  # pylint: disable=g-import-not-at-top,g-bad-import-order
 
 import pytest  # pylint: disable=g-import-not-at-top,g-bad-import-order
 
-# Past either limit the test process frees JAX's compiled executables.
+# Past this (or `trainer.MAX_MEMORY_MAPS`) the test process frees JAX's
+# compiled executables.
 MAX_RESIDENT_BYTES = 2 * 2**30
-# Each CPU executable holds ~9 memory mappings; Linux allows a process 65530
-# (vm.max_map_count), and XLA aborts the process when a mapping fails.
-MAX_MEMORY_MAPS = 20_000
 
 
-def _resident_bytes_and_maps() -> tuple[int, int]:
-  """This process's resident memory and memory mappings (Linux; else 0)."""
+def _resident_bytes() -> int:
+  """This process's resident memory (Linux; else 0)."""
   try:
     with open("/proc/self/statm") as f:
-      resident = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    with open("/proc/self/maps") as f:
-      return resident, sum(1 for _ in f)
+      return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
   except OSError:
-    return 0, 0
+    return 0
 
 
 @pytest.fixture(autouse=True)
@@ -53,10 +49,13 @@ def _bounded_compiled_code():
   neighbouring tests.
   """
   yield
-  resident, maps = _resident_bytes_and_maps()
-  if resident > MAX_RESIDENT_BYTES or maps > MAX_MEMORY_MAPS:
-    import jax  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  from segjax import trainer  # pylint: disable=g-import-not-at-top
 
+  if (
+      _resident_bytes() > MAX_RESIDENT_BYTES
+      or trainer.memory_maps() > trainer.MAX_MEMORY_MAPS
+  ):
     jax.clear_caches()
     gc.collect()
 

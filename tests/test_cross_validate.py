@@ -49,6 +49,10 @@ def test_folds_deal_train_and_dev_documents_once_and_never_test(tmp_path):
     train = sorted(p.resolve() for p in (fold_root / "train").iterdir())
     assert test == sorted(f for f, fold in zip(files, folds) if fold == k)
     assert sorted(test + train) == sorted(files)
+  # The same folds again are fine; other folds in that output are refused.
+  tool.write_fold_folders(files, folds, root, 4, tmp_path / "out")
+  with pytest.raises(tool.compare_losses.CompareError, match="other folds"):
+    tool.write_fold_folders(files, folds, root, 3, tmp_path / "out")
 
 
 def test_bad_candidates_and_empty_corpora_are_named(tmp_path):

@@ -40,7 +40,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from absl import logging
-import jax
 import ml_collections
 import numpy as np
 
@@ -258,24 +257,6 @@ def recorded_wall_time(workdir: pathlib.Path) -> float:
   return json.loads(path.read_text())["seconds"] if path.is_file() else math.nan
 
 
-# JAX keeps every compiled executable for the life of the process, and each
-# holds memory mappings (about 9 on CPU): dozens of runs in one process reach
-# Linux's limit per process (vm.max_map_count, 65530), and the next compile
-# fails. Past this many mappings, the executables are freed between runs.
-MAX_MEMORY_MAPS = 20_000
-
-
-def free_compiled_code_if_many() -> None:
-  """Frees JAX's compiled executables when the process maps too many."""
-  try:
-    with open("/proc/self/maps") as f:
-      maps = sum(1 for _ in f)
-  except OSError:  # Not Linux: no such limit to watch.
-    return
-  if maps > MAX_MEMORY_MAPS:
-    jax.clear_caches()
-
-
 def train_or_reuse(
     config: ml_collections.ConfigDict, workdir: pathlib.Path
 ) -> tuple[dict, float, bool]:
@@ -292,7 +273,6 @@ def train_or_reuse(
   if event is not None and (workdir / trainer.CALIBRATION_FILE).is_file():
     logging.info("Reusing the finished run in %s", workdir)
     return event, recorded_wall_time(workdir), True
-  free_compiled_code_if_many()
   start = time.perf_counter()
   results = trainer.train_and_evaluate(config, workdir)
   wall = time.perf_counter() - start

@@ -141,7 +141,26 @@ def write_fold_folders(
     folds: int,
     output: pathlib.Path,
 ) -> list[pathlib.Path]:
-  """`<output>/folds/fold<k>/{train,test}/`: links to the files, per fold."""
+  """`<output>/folds/fold<k>/{train,test}/`: links to the files, per fold.
+
+  The assignment is kept in `<output>/folds/folds.json`; an output folder
+  made for other folds (another corpus or `--folds`) is refused, since its
+  links and finished runs would mix the two.
+  """
+  assignment = {
+      "folds": folds,
+      "files": [
+          [str(path.resolve()), fold] for path, fold in zip(files, fold_of)
+      ],
+  }
+  record = output / "folds" / "folds.json"
+  if record.is_file() and json.loads(record.read_text()) != assignment:
+    raise compare_losses.CompareError(
+        f"{output} holds the runs of other folds (another corpus or --folds);"
+        " use another --output"
+    )
+  record.parent.mkdir(parents=True, exist_ok=True)
+  record.write_text(json.dumps(assignment))
   roots = []
   for k in range(folds):
     root = output / "folds" / f"fold{k}"

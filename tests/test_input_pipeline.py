@@ -378,6 +378,44 @@ def test_tokenizer_ids_are_the_hashes_of_the_regex_words(
   np.testing.assert_array_equal(np.stack(one_by_one), expected)
 
 
+def test_tokenizer_threads_sharing_its_caches_get_the_same_ids(monkeypatch):
+  """Threads encoding at once (data loading, shard building) share the word
+  hash cache and the fingerprint powers; a small cache keeps it refilling."""
+  import threading  # pylint: disable=g-import-not-at-top
+
+  from segjax.data import text
+
+  monkeypatch.setattr(text._WordHashes, "MAX_SIZE", 50)
+  monkeypatch.setattr(text, "_WORD_HASHES", text._WordHashes())
+  tokenizer = data.Tokenizer(num_buckets=1 << 15, max_tokens=32, lowercase=True)
+  batches = [
+      [f"word{t}x{i} {s}" for i in range(40) for s in TRICKY] for t in range(4)
+  ]
+  expected = []
+  for batch in batches:
+    rows = np.zeros((len(batch), 32), np.int32)
+    for i, sentence in enumerate(batch):
+      for j, word in enumerate(text.words(sentence)[:32]):
+        rows[i, j] = text._word_hash(word) % ((1 << 15) - 1) + 1
+    expected.append(rows)
+  failures = []
+
+  def encode(t):
+    try:
+      for _ in range(20):
+        if not np.array_equal(tokenizer.encode(batches[t]), expected[t]):
+          failures.append(f"thread {t}: other ids")
+    except Exception as e:  # pylint: disable=broad-except
+      failures.append(f"thread {t}: {e!r}")
+
+  threads = [threading.Thread(target=encode, args=(t,)) for t in range(4)]
+  for thread in threads:
+    thread.start()
+  for thread in threads:
+    thread.join()
+  assert not failures
+
+
 def test_character_classes_match_the_regex_for_every_code_point():
   from segjax.data import text
 

@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import hashlib
 import re
+import threading
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -132,6 +133,9 @@ class _WordHashes:
   MAX_SIZE = 1 << 21
 
   def __init__(self):
+    # Shared by the threads of a process (data loading, building shards):
+    # one call's lookup and insertion must see the same arrays.
+    self._lock = threading.Lock()
     self.clear()
 
   def clear(self) -> None:
@@ -140,6 +144,10 @@ class _WordHashes:
 
   def get(self, fingerprints: np.ndarray, words) -> np.ndarray:
     """Hashes of sorted distinct `fingerprints`; `words(i)` is the i-th word."""
+    with self._lock:
+      return self._get(fingerprints, words)
+
+  def _get(self, fingerprints: np.ndarray, words) -> np.ndarray:
     position = np.searchsorted(self._fingerprints, fingerprints)
     known = position < len(self._fingerprints)
     known[known] = self._fingerprints[position[known]] == fingerprints[known]
@@ -197,11 +205,12 @@ class _Powers:
     self._powers = np.ones(1, np.uint64)
 
   def __call__(self, n: int) -> np.ndarray:
-    if n > len(self._powers):
-      powers = np.full(max(n, 2 * len(self._powers)), self._base, np.uint64)
+    powers = self._powers  # One read: another thread may replace it.
+    if n > len(powers):
+      powers = np.full(max(n, 2 * len(powers)), self._base, np.uint64)
       powers[0] = 1
-      self._powers = np.cumprod(powers, dtype=np.uint64)
-    return self._powers[:n]
+      powers = self._powers = np.cumprod(powers, dtype=np.uint64)
+    return powers[:n]
 
 
 _INVERSE_POWERS = _Powers(_FINGERPRINT_INVERSE)

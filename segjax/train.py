@@ -110,6 +110,11 @@ def main(argv: list[str]) -> None:
       trainer.TrainingDiverged,
   ) as e:
     sys.exit(f"segjax.train: error: {e}")
+  except jax.errors.JaxRuntimeError as e:
+    line = trainer.out_of_memory_line(e, _CONFIG.value)
+    if line is None:
+      raise
+    sys.exit(f"segjax.train: error: {line}")
   logging.info(
       "Finished in %.0f s; outputs in %s", time.time() - start, workdir
   )

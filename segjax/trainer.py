@@ -280,6 +280,31 @@ def divergence_error(
   )
 
 
+def out_of_memory_line(error: Exception, config) -> str | None:
+  """One line for a run that ran out of device memory; None for other errors.
+
+  XLA raises it as a runtime error with status RESOURCE_EXHAUSTED, mid-run
+  or while compiling a step; the line names the keys that size a step's
+  memory, with their values, since those are what a user changes.
+  """
+  message = str(error)
+  if not (
+      isinstance(error, jax.errors.JaxRuntimeError)
+      and message.startswith("RESOURCE_EXHAUSTED")
+  ):
+    return None
+  keys = ["train.batch_size", "train.eval_batch_size", "data.max_sentences"]
+  if config.model.sentence_encoder == "hashed":
+    keys.append("tokenizer.max_tokens")
+  elif config.encoder.fine_tune:
+    keys.append("encoder.max_tokens")  # 0 = the model's: often 256 or 512.
+  sizes = ", ".join(f"{key}={config[key]}" for key in keys)
+  return (
+      f"out of device memory ({message.splitlines()[0]}); lower {sizes};"
+      " the checkpoints written so far are kept"
+  )
+
+
 class SkipWatch:
   """Reports the updates `apply_if_finite` skipped; stops a run that diverged.
 

@@ -1,10 +1,12 @@
 """End-to-end tests of `segjax.train` on the embedded pydoc data, tiny model."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 
-from e2e_helpers import cli, one_step_on_devices, read_events, run_module, tiny_config, train_losses
+from e2e_helpers import REPO, cli, cli_env, one_step_on_devices, read_events, run_module, tiny_config, train_losses
 from segjax import trainer as train
 
 
@@ -208,6 +210,45 @@ def test_a_workdir_that_is_a_file_is_named(tmp_path):
   assert result.returncode == 1
   assert result.stderr.strip().splitlines()[-1] == (
       f"segjax.train: error: workdir {str(workdir)!r} is not a folder"
+  )
+
+
+def test_running_out_of_device_memory_is_one_line_naming_the_sizes(tmp_path):
+  # A real allocation failure (2**58 bytes, past any address space), raised
+  # where a run raises it: from inside train_and_evaluate.
+  code = (
+      "import jax, jax.numpy as jnp\n"
+      "from absl import app\n"
+      "from segjax import train, trainer\n"
+      "def out_of_memory(config, workdir):\n"
+      "  jax.jit(lambda: jnp.ones((2**58,), jnp.uint8))().block_until_ready()\n"
+      "trainer.train_and_evaluate = out_of_memory\n"
+      "app.run(train.main, flags_parser=train.parse_flags)\n"
+  )
+  result = subprocess.run(
+      [
+          sys.executable,
+          "-c",
+          code,
+          "--config=configs/boundary.py",
+          f"--workdir={tmp_path}",
+          "--config.encoder.fine_tune=True",
+          "--config.train.batch_size=8",
+      ],
+      capture_output=True,
+      text=True,
+      cwd=REPO,
+      env=cli_env(),
+      timeout=300,
+      check=False,
+  )
+  assert result.returncode == 1, result.stderr[-2000:]
+  assert "Traceback" not in result.stderr
+  assert result.stderr.strip().splitlines()[-1] == (
+      "segjax.train: error: out of device memory (RESOURCE_EXHAUSTED: Out of"
+      " memory allocating 288230376151711744 bytes.); lower"
+      " train.batch_size=8, train.eval_batch_size=32, data.max_sentences=64,"
+      " encoder.max_tokens=0; the checkpoints written so far are kept"
   )
 
 

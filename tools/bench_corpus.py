@@ -9,7 +9,8 @@ For each corpus size N it writes a Wiki-727K-shaped corpus
 in fresh processes:
 
   * reading the text into memory (`segjax.data.load_splits`, what every
-    process of a run did before the shards existed);
+    process of a run did before the shards existed; with `--baseline_tree`
+    also that checkout's);
   * `segjax.preprocess` into shards of records with 1 and 2 processes;
   * training the hashed-word model (`configs/boundary.py:hashed`) on the
     shards, with 1 process x 1 device and 2 processes x 2 devices: time
@@ -291,6 +292,8 @@ def main() -> None:
       row["preprocess_baseline_commit"] = _commit(args.preprocess_baseline_tree)
     if in_memory:
       row["read_text"] = read_text(corpus, REPO)
+      if args.baseline_tree:  # What each process read before the shards.
+        row["read_text_baseline"] = read_text(corpus, args.baseline_tree)
     preprocess_counts = [int(p) for p in args.preprocess_processes.split(",")]
     preprocess_trees = {"": REPO}
     if args.preprocess_baseline_tree:
@@ -335,12 +338,16 @@ def write_section(rows, args) -> None:
   lines = []
   for row in rows:
     n = row["documents"]
-    if "read_text" in row:
-      r = row["read_text"]
-      lines.append(
-          f"| {n:,} | read the text (load_splits) | {r['seconds']:.0f} s | |"
-          f" {r['peak_rss_gb']:.2f} | |"
-      )
+    for key, commit_key in (
+        ("read_text", "commit"),
+        ("read_text_baseline", "baseline_commit"),
+    ):
+      if key in row:
+        r = row[key]
+        lines.append(
+            f"| {n:,} | read the text (load_splits) ({row[commit_key]}) |"
+            f" {r['seconds']:.1f} s | | {r['peak_rss_gb']:.2f} | |"
+        )
     for key, r in row.items():
       if key.startswith("preprocess_") and isinstance(r, dict):
         commit_key = (
@@ -351,7 +358,7 @@ def write_section(rows, args) -> None:
         code = f" ({row[commit_key]})" if commit_key in row else ""
         lines.append(
             f"| {n:,} | preprocess, {key.split('_')[1]} process(es){code} |"
-            f" {r['seconds']:.0f} s | | {r['peak_rss_gb']:.2f} | |"
+            f" {r['seconds']:.1f} s | | {r['peak_rss_gb']:.2f} | |"
         )
     for key, r in row.items():
       if key.startswith("train_") and isinstance(r, dict):

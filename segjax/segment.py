@@ -235,6 +235,7 @@ def _json_document(line: str, source: str) -> InputDocument:
       raise data.DataError(f'{source}: "sentences" must be a list of strings')
     if not content:
       raise data.DataError(f"{source}: no sentences")
+  data.check_text([content] if "text" in record else content, source)
   return InputDocument(record.get("id", source), source, content)
 
 

@@ -140,16 +140,20 @@ class Segmenter:
     threshold = self.threshold if threshold is None else threshold
     decoding.check_constraints(**constraints, threshold=threshold)
     items = iter(items)
+    first = 0
     while chunk := list(itertools.islice(items, batch_size)):
       units, offsets = [], []
-      for item in chunk:
+      for number, item in enumerate(chunk, start=first):
         if isinstance(item, str):
+          data.check_text([item], f"document {number}")
           spans = split_units(item, unit)
           units.append([span.text for span in spans])
           offsets.append([(span.start, span.end) for span in spans])
         else:
           units.append(list(item))
+          data.check_text(units[-1], f"document {number}")
           offsets.append(None)
+      first += len(chunk)
       probs = self.boundary_probabilities(units)
       labels = decoding.decode_documents(
           probs, **constraints, threshold=threshold

@@ -148,6 +148,10 @@ def test_read_jsonl_reads_documents_and_counts_empty(tmp_path):
         ('[["A."]]', 'expected an object with a "segments" key'),
         ('{"segments": ["A.", "B."]}', '"segments" must be a list of lists'),
         ('{"segments": [[1, 2]]}', '"segments" must be a list of lists'),
+        (
+            '{"segments": [["Fine.", "Caf\\ud800."]]}',
+            "not valid text: a lone surrogate '\\\\ud800' at character 3",
+        ),
     ],
 )
 def test_read_jsonl_errors_name_file_and_line(tmp_path, line, message):

@@ -79,6 +79,7 @@ def test_bad_input_is_named_by_file_and_line_and_the_rest_is_read(tmp_path):
       b'{"text": "x", "sentences": ["y"]}\n'
       b'{"sentences": ["Given.", "Split."]}\n'
       b'{"id": "e", "text": "  "}\n'
+      b'{"sentences": ["Half \\udfff a pair."]}\n'
   )
   items = list(segment.read_documents([str(jsonl)], "jsonl", io.BytesIO()))
   good = [i for i in items if not isinstance(i, data.DataError)]
@@ -93,6 +94,8 @@ def test_bad_input_is_named_by_file_and_line_and_the_rest_is_read(tmp_path):
       f'{jsonl}:5: expected an object with "text" or "sentences" (one of'
       " them)",
       f"{jsonl}:7: no text",
+      f"{jsonl}:8: not valid text: a lone surrogate '\\udfff' at character"
+      " 5 of 'Half \\udfff a pair.'",
   ]
   latin1 = tmp_path / "latin1.txt"
   latin1.write_bytes("Ligne un.\nDeuxième ligne.\n".encode("latin-1"))

@@ -76,3 +76,11 @@ def test_raw_text_keeps_character_offsets(segmenter):
             [text], min_segment_sentences=4, max_segment_sentences=2
         )
     )
+
+
+def test_text_that_is_not_unicode_names_the_document(segmenter):
+  good = _documents(1)[0].sentences
+  with pytest.raises(data.DataError, match=r"document 0: not valid text"):
+    segmenter.segment("Caf\ud800 is no character.")
+  with pytest.raises(data.DataError, match=r"document 2: not valid text"):
+    list(segmenter.segment_many([good, good, good + ["\udc80"]], batch_size=2))

@@ -16,6 +16,7 @@ from segjax.data.corpus import Corpus
 from segjax.data.corpus import InMemoryCorpus
 from segjax.data.corpus import name_rank
 from segjax.data.corpus import ShardedCorpus
+from segjax.data.documents import check_text
 from segjax.data.documents import choi_text
 from segjax.data.documents import DataError
 from segjax.data.documents import decode_text

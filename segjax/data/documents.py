@@ -86,6 +86,22 @@ def decode_text(data: bytes, path: PathLike) -> str:
     raise DataError(f"{path}:{line}: not valid UTF-8 ({e.reason})") from None
 
 
+def check_text(strings: Iterable[str], where: str) -> None:
+  """A DataError naming `where` if a string holds a lone surrogate.
+
+  JSON can spell one (`"\\ud800"`), and Python strings can hold one, but it
+  is not a character: UTF-8 cannot encode it, so no tokenizer reads it.
+  """
+  for string in strings:
+    try:
+      string.encode("utf-8")
+    except UnicodeEncodeError as e:
+      raise DataError(
+          f"{where}: not valid text: a lone surrogate"
+          f" {string[e.start]!r} at character {e.start} of {string[:40]!r}"
+      ) from None
+
+
 def _read_lines(path: pathlib.Path) -> list[str]:
   """The lines of a UTF-8 text file, without line endings."""
   return decode_text(path.read_bytes(), path).splitlines()
@@ -236,6 +252,7 @@ def _json_segments(line: str, where: str) -> list[tuple[str, ...]]:
       for segment in segments
   ):
     raise DataError(f'{where}: "segments" must be a list of lists of strings')
+  check_text((s for segment in segments for s in segment), where)
   cleaned = [tuple(s.strip() for s in seg if s.strip()) for seg in segments]
   return [segment for segment in cleaned if segment]
 

@@ -350,6 +350,8 @@ TRICKY = [
     "...!!! ?",
     "١٢٣ digits 日本語のテキスト e\u0301cole",
     "\x00nul",
+    "lone \ud800 surrogate\udfff",  # Refused by the readers; hashed here.
+    "ASCII then é, ß, 日本 and 🙂 again",
 ]
 
 
@@ -384,7 +386,7 @@ def test_tokenizer_ids_are_the_hashes_of_the_regex_words(
 
 def test_tokenizer_threads_sharing_its_caches_get_the_same_ids(monkeypatch):
   """Threads encoding at once (data loading, shard building) share the word
-  hash cache and the fingerprint powers; a small cache keeps it refilling."""
+  hash cache; a small cache keeps it refilling."""
   import threading  # pylint: disable=g-import-not-at-top
 
   from segjax.data import text

@@ -117,7 +117,8 @@ def _word_hash(word: str) -> int:
   Python's `hash()` is salted per process (PYTHONHASHSEED), so it would give
   each host a different vocabulary; BLAKE2b of the UTF-8 bytes does not.
   """
-  digest = hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest()
+  data = word.encode("utf-8", "surrogatepass")  # Lone surrogates hash too.
+  digest = hashlib.blake2b(data, digest_size=8).digest()
   return int.from_bytes(digest, "little")
 
 
@@ -192,73 +193,114 @@ def _char_classes() -> np.ndarray:
 _WORD_RUN = re.compile(r"\w+")
 _SPACE_RUN = re.compile(r"\s+")
 
-# Odd multipliers of a polynomial fingerprint mod 2**64 and its inverse.
-_FINGERPRINT_BASE = np.uint64(0x9E3779B97F4A7C15)
-_FINGERPRINT_INVERSE = np.uint64(pow(0x9E3779B97F4A7C15, -1, 1 << 64))
+# Bytes of a UTF-8 character by the high nibble of its first byte (0x8-0xB
+# are continuation bytes, which start no character).
+_UTF8_LENGTH = np.array([1] * 12 + [2, 2, 3, 4], np.int64)
+# The class of a continuation byte of an "other" character: the character is
+# one token, which starts at its first byte only.
+_OTHER_CONTINUATION = 3
 
 
-class _Powers:
-  """base**0 .. base**(n - 1) mod 2**64, kept and extended as calls grow."""
+def _byte_classes(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Each byte's `_char_classes` class, from the character it belongs to.
 
-  def __init__(self, base: np.uint64):
-    self._base = base
-    self._powers = np.ones(1, np.uint64)
-
-  def __call__(self, n: int) -> np.ndarray:
-    powers = self._powers  # One read: another thread may replace it.
-    if n > len(powers):
-      powers = np.full(max(n, 2 * len(powers)), self._base, np.uint64)
-      powers[0] = 1
-      powers = self._powers = np.cumprod(powers, dtype=np.uint64)
-    return powers[:n]
-
-
-_INVERSE_POWERS = _Powers(_FINGERPRINT_INVERSE)
-_BASE_POWERS = _Powers(_FINGERPRINT_BASE)
+  Returns (classes, positions of the continuation bytes). Only the bytes of
+  non-ASCII characters need decoding, and they are few in most text.
+  """
+  char_classes = _char_classes()
+  classes = char_classes[data]  # Right for ASCII; the rest is set below.
+  high = np.flatnonzero(data >= 0x80)
+  if not len(high):
+    return classes, high
+  is_lead = data[high] >= 0xC0
+  lead, continuation = high[is_lead], high[~is_lead]
+  length = _UTF8_LENGTH[data[lead] >> 4]
+  padded = np.concatenate([data, np.zeros(3, np.uint8)])
+  point = padded[lead].astype(np.int64) & (0x7F >> length)
+  for k in range(1, 4):
+    more = (padded[lead + k].astype(np.int64) & 0x3F) | (point << 6)
+    point = np.where(length > k, more, point)
+  classes[lead] = char_classes[point]
+  classes[continuation] = np.repeat(
+      np.where(classes[lead] == 2, _OTHER_CONTINUATION, classes[lead]),
+      length - 1,
+  )
+  return classes, continuation
 
 
 def token_spans(
     sentences: list[str], max_tokens: int
-) -> tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-  """The first `max_tokens` tokens of each sentence, as spans of one text.
+) -> tuple[bytes, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """The first `max_tokens` tokens of each sentence, as byte spans of one text.
 
-  Returns (text, its code points, sentence of each token, start, end): the
-  sentences joined by spaces, and per token (in order) its sentence and its
-  `text[start:end]`.
-  The tokens are those of `words` (`_WORD_PATTERN`), found with array
-  operations over the code points instead of a regex call per sentence.
+  Returns (raw, its bytes as uint8, sentence of each token, start, end): raw
+  is the sentences joined by spaces in UTF-8, and per token (in order) its
+  sentence and its bytes `raw[start:end]`. The tokens are those of `words`
+  (`_WORD_PATTERN`), found with array operations over the bytes instead of
+  a regex call per sentence.
   """
   text = " ".join(sentences)  # The space ends each sentence's last token.
-  points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), np.uint32)
-  classes = _char_classes()[points]
-  word = classes == 1
-  before = np.concatenate([[False], word[:-1]])
-  after = np.concatenate([word[1:], [False]])
-  starts = np.flatnonzero((word & ~before) | (classes == 2))
+  raw = text.encode("utf-8", "surrogatepass")
+  data = np.frombuffer(raw, np.uint8)
+  classes, continuation = _byte_classes(data)
+  # +1 where a word starts, -1 just after one ends.
+  word = np.zeros(len(data) + 1, np.int8)
+  word[1:] = classes == 1
+  edges = np.diff(word, append=np.int8(0))
+  starts = np.flatnonzero((edges[:-1] == 1) | (classes == 2))
   ends = np.empty_like(starts)
-  is_word = word[starts]
-  ends[is_word] = np.flatnonzero(word & ~after) + 1
-  ends[~is_word] = starts[~is_word] + 1
+  is_word = classes[starts] == 1
+  ends[is_word] = np.flatnonzero(edges == -1)
+  others = starts[~is_word]
+  ends[~is_word] = others + _UTF8_LENGTH[data[others] >> 4]
   lengths = np.fromiter(map(len, sentences), np.int64, len(sentences))
   first_char = np.cumsum(lengths + 1) - (lengths + 1)
-  sentence = np.searchsorted(first_char, starts, side="right") - 1
-  first_token = np.searchsorted(starts, first_char)
+  # Bytes before a character: its index plus the continuation bytes of the
+  # characters before it, those with at most that many characters before.
+  chars_before = continuation - np.arange(len(continuation))
+  first_byte = first_char + np.searchsorted(chars_before, first_char, "right")
+  sentence = np.searchsorted(first_byte, starts, side="right") - 1
+  first_token = np.searchsorted(starts, first_byte)
   kept = np.arange(len(starts)) - first_token[sentence] < max_tokens
-  return text, points, sentence[kept], starts[kept], ends[kept]
+  return raw, data, sentence[kept], starts[kept], ends[kept]
 
 
-def _span_fingerprints(points: np.ndarray, starts, ends) -> np.ndarray:
-  """A 64-bit fingerprint of each span `points[start:end]`, by prefix sums.
+# splitmix64's constants: a length seed, the fold multiplier, the finaliser's.
+_SEED = np.uint64(0x94D049BB133111EB)
+_FOLD = np.uint64(0x9E3779B97F4A7C15)
+_MIX = np.uint64(0xBF58476D1CE4E5B9)
+# The low k bytes of a little-endian 64-bit word, k = 0..8.
+_LOW_BYTES = np.array([(1 << 8 * k) - 1 for k in range(9)], np.uint64)
 
-  sum_j c_j B^-j over the span, times B^start: a polynomial in B^-1 of the
-  span's code points, the same wherever the span lies; the length is mixed
-  in. It names a word for `_WordHashes`, which computes the real hash.
+
+def _span_fingerprints(data: np.ndarray, starts, ends) -> np.ndarray:
+  """A 64-bit fingerprint of each byte span `data[start:end]`.
+
+  The span's 8-byte chunks, read from one unaligned view of the bytes, are
+  folded as h = (h ^ chunk) * FOLD from h = length * SEED, then mixed;
+  words of up to 8 bytes and equal length never collide. It names a word
+  for `_WordHashes`, which computes the real hash.
   """
-  points = points.astype(np.uint64)
-  prefix = np.zeros(len(points) + 1, np.uint64)
-  np.cumsum(points * _INVERSE_POWERS(len(points)), out=prefix[1:])
-  spans = (prefix[ends] - prefix[starts]) * _BASE_POWERS(len(points))[starts]
-  return spans ^ (ends - starts).astype(np.uint64) * _FINGERPRINT_BASE
+  padded = np.zeros(len(data) + 8, np.uint8)
+  padded[: len(data)] = data
+  # At every byte offset, the 8 bytes from there as one number.
+  chunks = np.ndarray(
+      (len(data) + 1,), np.dtype("<u8"), buffer=padded, strides=(1,)
+  )
+  length = ends - starts
+  fingerprints = length.astype(np.uint64) * _SEED
+  spans = np.arange(len(starts))
+  offset = 0
+  while len(spans):  # Spans longer than `offset` bytes: most end in one round.
+    left = length[spans] - offset
+    chunk = chunks[starts[spans] + offset] & _LOW_BYTES[np.minimum(left, 8)]
+    fingerprints[spans] = (fingerprints[spans] ^ chunk) * _FOLD
+    spans = spans[left > 8]
+    offset += 8
+  fingerprints ^= fingerprints >> np.uint64(31)
+  fingerprints *= _MIX
+  fingerprints ^= fingerprints >> np.uint64(29)
+  return fingerprints
 
 
 def _distinct(values: np.ndarray):
@@ -323,16 +365,15 @@ class Tokenizer:
     out = np.zeros((len(sentences), self.max_tokens), np.int32)
     if not sentences:
       return out
-    text, points, sentence, starts, ends = token_spans(
-        sentences, self.max_tokens
-    )
+    raw, data, sentence, starts, ends = token_spans(sentences, self.max_tokens)
     if not len(starts):
       return out
-    distinct, some, inverse = _distinct(
-        _span_fingerprints(points, starts, ends)
-    )
+    distinct, some, inverse = _distinct(_span_fingerprints(data, starts, ends))
     hashes = _WORD_HASHES.get(
-        distinct, lambda i: text[starts[some[i]] : ends[some[i]]]
+        distinct,
+        lambda i: raw[starts[some[i]] : ends[some[i]]].decode(
+            "utf-8", "surrogatepass"
+        ),
     )
     ids = hashes % np.uint64(self.num_buckets - 1) + np.uint64(1)
     position = np.arange(len(starts)) - np.searchsorted(sentence, sentence)

@@ -380,7 +380,9 @@ def write_section(rows, args) -> None:
           "metrics line, after preprocessing. Peak RSS: the largest process. "
           "Each row names the commit whose code it ran: the benchmarked one, "
           "or a baseline checkout (`--baseline_tree` for training, "
-          "`--preprocess_baseline_tree` for preprocessing).",
+          "`--preprocess_baseline_tree` for preprocessing). Rows run in the "
+          "order shown, so the first read of a corpus also pays for bringing "
+          "it into the page cache.",
           [
               "documents",
               "what",

@@ -22,7 +22,8 @@ train: $(STAMP)
 # Test processes (pytest-xdist); a file's tests stay in one process, so its
 # module fixtures (a trained run, a comparison) are built once.
 TEST_WORKERS ?= 2
-PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+# The slowest tests are listed at the end: what to trim when the suite grows.
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 test: $(STAMP)
 	$(PYTEST) $(ARGS)

@@ -158,16 +158,6 @@ def _data_flags(corpus, cache_dir, workdir):
   ]
 
 
-def _commit(tree: pathlib.Path) -> str:
-  """The short commit of a checkout, to name its code in the table."""
-  return subprocess.run(
-      ["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],
-      capture_output=True,
-      text=True,
-      check=True,
-  ).stdout.strip()
-
-
 def preprocess(corpus, cache_dir, processes, log_dir, tree=REPO) -> dict:
   shutil.rmtree(cache_dir, ignore_errors=True)
   start = time.perf_counter()
@@ -285,11 +275,13 @@ def main() -> None:
     log_dir = args.work / f"logs-{num_documents}"
     log_dir.mkdir(exist_ok=True)
     in_memory = num_documents <= args.in_memory_max_documents
-    row = {"documents": num_documents, "commit": _commit(REPO)}
+    row = {"documents": num_documents, "commit": bench_report.commit(REPO)}
     if args.baseline_tree:
-      row["baseline_commit"] = _commit(args.baseline_tree)
+      row["baseline_commit"] = bench_report.commit(args.baseline_tree)
     if args.preprocess_baseline_tree:
-      row["preprocess_baseline_commit"] = _commit(args.preprocess_baseline_tree)
+      row["preprocess_baseline_commit"] = bench_report.commit(
+          args.preprocess_baseline_tree
+      )
     if in_memory:
       row["read_text"] = read_text(corpus, REPO)
       if args.baseline_tree:  # What each process read before the shards.

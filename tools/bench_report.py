@@ -6,6 +6,8 @@ import pathlib
 import platform
 import re
 import statistics
+import subprocess
+import sys
 import time
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -97,9 +99,28 @@ def table_section(
   )
 
 
-def load_losses_copy(path) -> object:
-  """A separate module object from a copy of segjax/losses.py at `path`."""
-  spec = importlib.util.spec_from_file_location("losses_variant", path)
+def load_module_copy(path, name: str) -> object:
+  """A separate module object `name` from the Python file at `path`.
+
+  Registered in `sys.modules`, where its dataclasses look their module up.
+  """
+  spec = importlib.util.spec_from_file_location(name, path)
   module = importlib.util.module_from_spec(spec)
+  sys.modules[name] = module
   spec.loader.exec_module(module)
   return module
+
+
+def load_losses_copy(path) -> object:
+  """A separate module object from a copy of segjax/losses.py at `path`."""
+  return load_module_copy(path, "losses_variant")
+
+
+def commit(tree: pathlib.Path) -> str:
+  """The short commit of a checkout, to name its code in a table."""
+  return subprocess.run(
+      ["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],
+      capture_output=True,
+      text=True,
+      check=True,
+  ).stdout.strip()

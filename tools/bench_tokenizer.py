@@ -16,11 +16,8 @@ tool stops. Writes the `bench_tokenizer` section of BENCHMARKS.md unless
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import pathlib
 import statistics
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -31,16 +28,6 @@ from segjax.data import shards
 from segjax.data import text as text_lib
 
 
-def _text_module(tree: pathlib.Path):
-  """`segjax/data/text.py` of a checkout, as a module of its own."""
-  path = tree / "segjax" / "data" / "text.py"
-  spec = importlib.util.spec_from_file_location("baseline_text", path)
-  module = importlib.util.module_from_spec(spec)
-  sys.modules[spec.name] = module  # Its dataclasses look their module up.
-  spec.loader.exec_module(module)
-  return module
-
-
 def _calls(folder: str, max_documents: int) -> tuple[int, list[list[str]]]:
   """(documents, each call's sentences): `TOKENIZE_DOCUMENTS` at a time."""
   documents = data.read_wiki727k_dir(folder).documents[:max_documents]
@@ -49,15 +36,6 @@ def _calls(folder: str, max_documents: int) -> tuple[int, list[list[str]]]:
       [s for d in documents[i : i + size] for s in d.sentences]
       for i in range(0, len(documents), size)
   ]
-
-
-def _commit(tree: pathlib.Path) -> str:
-  return subprocess.run(
-      ["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],
-      capture_output=True,
-      text=True,
-      check=True,
-  ).stdout.strip()
 
 
 def main() -> None:
@@ -76,11 +54,13 @@ def main() -> None:
   settings = dict(num_buckets=2**15, max_tokens=32, lowercase=True)
   tokenizers = {
       "new": text_lib.Tokenizer(**settings),
-      "baseline": _text_module(args.baseline_tree).Tokenizer(**settings),
+      "baseline": bench_report.load_module_copy(
+          args.baseline_tree / "segjax" / "data" / "text.py", "baseline_text"
+      ).Tokenizer(**settings),
   }
   commits = {
-      "new": _commit(bench_report.REPO_ROOT),
-      "baseline": _commit(args.baseline_tree),
+      "new": bench_report.commit(bench_report.REPO_ROOT),
+      "baseline": bench_report.commit(args.baseline_tree),
   }
   rows = []
   for spec in args.corpus:

@@ -191,6 +191,30 @@ def wiki727k_header(level: int, title: str) -> str:
   return f"{WIKI_HEADER_PREFIX},{level},{title}."
 
 
+def check_wiki727k_header(text: str, where: str) -> None:
+  """A DataError naming `where` unless `text` is `========,<level>,<title>.`."""
+  match = _WIKI_HEADER.fullmatch(text)
+  if match is None:
+    raise DataError(
+        f"{where}: malformed section header {text!r}; "
+        "expected '========,<level>,<title>.'"
+    )
+  level = match["level"].strip()
+  if not level.isdecimal() or int(level) < 1:
+    raise DataError(
+        f"{where}: section level {level!r} is not a positive integer"
+    )
+
+
+def is_wiki727k_header(text: str) -> bool:
+  """Whether `check_wiki727k_header` accepts the stripped line `text`."""
+  try:
+    check_wiki727k_header(text, "")
+  except DataError:
+    return False
+  return True
+
+
 def wiki727k_segments(
     lines: Iterable[str], path: PathLike
 ) -> list[tuple[str, ...]]:
@@ -203,18 +227,7 @@ def wiki727k_segments(
   for line_number, line in enumerate(lines, start=1):
     text = line.strip()
     if text.startswith(WIKI_HEADER_PREFIX):
-      match = _WIKI_HEADER.fullmatch(text)
-      if match is None:
-        raise DataError(
-            f"{path}:{line_number}: malformed section header {text!r}; "
-            "expected '========,<level>,<title>.'"
-        )
-      level = match["level"].strip()
-      if not level.isdecimal() or int(level) < 1:
-        raise DataError(
-            f"{path}:{line_number}: section level {level!r} is not a positive"
-            " integer"
-        )
+      check_wiki727k_header(text, f"{path}:{line_number}")
       _closed(segments, current)
     elif text and text != WIKI_LIST_MARKER:
       current.append(text)

@@ -40,6 +40,8 @@ from segjax.data import corpus as corpus_lib
 from segjax.data import documents as documents_lib
 from segjax.data import records as records_lib
 from segjax.data import splits as splits_lib
+from segjax.data import text as text_lib
+from segjax.data import wiki727k as wiki727k_lib
 from segjax.data.documents import DataError
 
 FORMAT_VERSION = 2
@@ -118,30 +120,22 @@ def _block(items: Sequence, part: int, parts: int) -> Sequence:
   return items[part * len(items) // parts : (part + 1) * len(items) // parts]
 
 
-def _write_part(
-    folder: pathlib.Path,
-    name: str,
-    documents: Any,
-    tokenizer,
-) -> None:
-  """Writes the records and index arrays of one part (atomically, by rename)."""
+def _write_part(folder: pathlib.Path, name: str, encoded: Iterable) -> None:
+  """Writes the records and index arrays of one part (atomically, by rename).
+
+  `encoded`: (name, token ids, gold labels, sentences) per document.
+  """
   index = {key: [] for key in INDEX_ARRAYS}
 
-  def encoded():
-    for batch in _batches(documents, TOKENIZE_DOCUMENTS):
-      # One call for many documents: the tokenizer's cost is mostly per call.
-      tokens = tokenizer.encode([s for d in batch for s in d.sentences])
-      tokens = tokens.astype(tokenizer.id_dtype)
-      ends = np.cumsum([d.num_sentences for d in batch])
-      for document, doc_tokens in zip(batch, np.split(tokens, ends[:-1])):
-        gold = corpus_lib.boundary_labels(document)
-        yield corpus_lib.encode_record(doc_tokens, gold, document.sentences)
-        index["lengths"].append(document.num_sentences)
-        index["segments"].append(len(document.segments))
-        index["ranks"].append(corpus_lib.name_rank(document.name))
-        index["gold"].append(gold.astype(np.uint8))
+  def records():
+    for document_name, tokens, gold, sentences in encoded:
+      yield corpus_lib.encode_record(tokens, gold, sentences)
+      index["lengths"].append(len(gold))
+      index["segments"].append(int(gold.sum()))
+      index["ranks"].append(corpus_lib.name_rank(document_name))
+      index["gold"].append(gold)
 
-  records_lib.write(folder / name, encoded())
+  records_lib.write(folder / name, records())
   dtypes = {"lengths": np.int32, "segments": np.int32, "ranks": np.uint64}
   for key, values in index.items():
     array = (
@@ -170,12 +164,47 @@ def _save_atomically(path: pathlib.Path, array: np.ndarray) -> None:
   os.replace(f"{path}.partial", path)
 
 
-def _documents(root: pathlib.Path, files: Sequence, source: str, skipped):
-  """The documents of `files` one file at a time, counting empty ones."""
-  for name, _ in files:
-    found, num_skipped = documents_lib.FILE_READERS[source](root / name, root)
-    skipped.append(num_skipped)
-    yield from found
+def _encoded_documents(root, files, source, tokenizer, skipped) -> Iterator:
+  """`_write_part`'s tuples of the documents of `files`, read one at a time.
+
+  Appends each file's count of skipped (empty) documents to `skipped`.
+  """
+
+  def documents():
+    for name, _ in files:
+      found, num_skipped = documents_lib.FILE_READERS[source](root / name, root)
+      skipped.append(num_skipped)
+      yield from found
+
+  for batch in _batches(documents(), TOKENIZE_DOCUMENTS):
+    # One call for many documents: the tokenizer's cost is mostly per call.
+    tokens = tokenizer.encode([s for d in batch for s in d.sentences])
+    tokens = tokens.astype(tokenizer.id_dtype)
+    ends = np.cumsum([d.num_sentences for d in batch])
+    for document, doc_tokens in zip(batch, np.split(tokens, ends[:-1])):
+      gold = corpus_lib.boundary_labels(document).astype(np.uint8)
+      yield document.name, doc_tokens, gold, document.sentences
+
+
+def _encoded_wiki727k(root, files, tokenizer, skipped) -> Iterator:
+  """`_encoded_documents` of Wiki-727K files, read many at a time.
+
+  The same tuples, found in batches of files (`wiki727k.read_batch`) and
+  tokenized where they lie in the batch's text.
+  """
+  for names in _batches([name for name, _ in files], TOKENIZE_DOCUMENTS):
+    batch = wiki727k_lib.read_batch(root, names)
+    skipped.append(batch.num_skipped)
+    tokens = tokenizer.encode_text(batch.text, batch.sentences)
+    tokens = tokens.astype(tokenizer.id_dtype)
+    ends = np.cumsum(batch.lengths)
+    # Flat lists: a list per sentence would keep the garbage collector busy.
+    firsts, lasts = batch.sentences.T.tolist()
+    for name, start, end in zip(batch.names, ends - batch.lengths, ends):
+      sentences = [
+          batch.text[a:b] for a, b in zip(firsts[start:end], lasts[start:end])
+      ]
+      yield name, tokens[start:end], batch.gold[start:end], sentences
 
 
 def build_parts(
@@ -199,12 +228,19 @@ def build_parts(
     root = pathlib.Path(data_config.path) / split_input["root"]
     files = _block(split_input["files"], part, parts)
     counts = []
-    documents = _documents(root, files, split_input["source"], counts)
-    if progress:
-      documents = tqdm.tqdm(
-          documents, desc=f"shards {split} {part + 1}/{parts}", unit=" docs"
+    if split_input["source"] == "wiki727k" and isinstance(
+        tokenizer, text_lib.Tokenizer
+    ):
+      encoded = _encoded_wiki727k(root, files, tokenizer, counts)
+    else:
+      encoded = _encoded_documents(
+          root, files, split_input["source"], tokenizer, counts
       )
-    _write_part(folder, _part_name(split, part, parts), documents, tokenizer)
+    if progress:
+      encoded = tqdm.tqdm(
+          encoded, desc=f"shards {split} {part + 1}/{parts}", unit=" docs"
+      )
+    _write_part(folder, _part_name(split, part, parts), encoded)
     skipped[split] = sum(counts)
   return skipped
 

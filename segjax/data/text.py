@@ -125,10 +125,11 @@ def _word_hash(word: str) -> int:
 class _WordHashes:
   """Fingerprint -> `_word_hash(word)`, computed on first use; cleared when full.
 
-  Sorted arrays, so a call looks up all its distinct words at once and runs
-  Python only for words it has not seen before. Keyed by fingerprint (two
-  distinct words agree with probability 2**-64 per pair, against the
-  1 / num_buckets at which any two words share an id anyway).
+  An open-addressing table (linear probing, at most half full) that the
+  compiled tokenizer (`kernels.encode`) probes for every token; Python runs
+  only for words it has not seen before. Keyed by fingerprint (two distinct
+  words agree with probability 2**-64 per pair, against the 1 / num_buckets
+  at which any two words share an id anyway).
   """
 
   MAX_SIZE = 1 << 21
@@ -140,33 +141,70 @@ class _WordHashes:
     self.clear()
 
   def clear(self) -> None:
-    self._fingerprints = np.zeros(0, np.uint64)
-    self._hashes = np.zeros(0, np.uint64)
+    self._size = 0
+    self._table = np.zeros((1 << 12, 2), np.uint64)  # `kernels._slot`'s rows.
 
-  def get(self, fingerprints: np.ndarray, words) -> np.ndarray:
-    """Hashes of sorted distinct `fingerprints`; `words(i)` is the i-th word."""
+  def _add(self, fingerprints: np.ndarray, hashes: np.ndarray) -> None:
+    """Inserts words not in the table, first doubling it as needed."""
+    from segjax.data import kernels  # pylint: disable=g-import-not-at-top
+
+    capacity = len(self._table)
+    if 2 * (self._size + len(fingerprints)) > capacity:
+      old = self._table[(self._table != 0).any(axis=1)]
+      while 2 * (self._size + len(fingerprints)) > capacity:
+        capacity *= 2
+      self._table = np.zeros((capacity, 2), np.uint64)
+      kernels.insert(self._table, old[:, 0].copy(), old[:, 1].copy())
+    kernels.insert(self._table, fingerprints, hashes)
+    self._size += len(fingerprints)
+
+  def encode(
+      self,
+      data: np.ndarray,
+      sentences: np.ndarray,
+      max_tokens: int,
+      num_buckets: int,
+  ) -> np.ndarray:
+    """Ids of the sentences in UTF-8 `data`, int32 `[n, L]` (`kernels`).
+
+    `sentences`: int64 `[n, 2]`, each one's first and end character.
+    """
+    # numba takes a while to import; only the hashed tokenizer needs it.
+    from segjax.data import kernels  # pylint: disable=g-import-not-at-top
+
+    padded = np.zeros(len(data) + 8, np.uint8)
+    padded[: len(data)] = data
+    # At every byte offset, the 8 bytes from there as one number.
+    chunks = np.ndarray(
+        (len(data) + 1,), np.dtype("<u8"), buffer=padded, strides=(1,)
+    )
+    spans = kernels.tokens(data, chunks, sentences, max_tokens, _char_classes())
+    fingerprints = kernels.fingerprints(chunks, spans)
+    ids = np.zeros(len(sentences) * max_tokens, np.int32)
     with self._lock:
-      return self._get(fingerprints, words)
-
-  def _get(self, fingerprints: np.ndarray, words) -> np.ndarray:
-    position = np.searchsorted(self._fingerprints, fingerprints)
-    known = position < len(self._fingerprints)
-    known[known] = self._fingerprints[position[known]] == fingerprints[known]
-    hashes = np.zeros(len(fingerprints), np.uint64)
-    hashes[known] = self._hashes[position[known]]
-    new = np.flatnonzero(~known)
-    hashes[new] = np.fromiter(
-        (_word_hash(words(i)) for i in new), np.uint64, len(new)
-    )
-    if len(self._fingerprints) + len(new) > self.MAX_SIZE:
-      self.clear()
-      position = np.zeros(len(fingerprints), np.int64)
-      new = np.arange(len(fingerprints))
-    self._fingerprints = np.insert(
-        self._fingerprints, position[new], fingerprints[new]
-    )
-    self._hashes = np.insert(self._hashes, position[new], hashes[new])
-    return hashes
+      missing = kernels.lookup(
+          self._table, fingerprints, num_buckets, ids, spans[:, 0].copy()
+      )
+      if len(missing):
+        distinct, first, inverse = np.unique(
+            fingerprints[missing], return_index=True, return_inverse=True
+        )
+        hashes = np.fromiter(
+            (
+                _word_hash(
+                    data[start:end].tobytes().decode("utf-8", "surrogatepass")
+                )
+                for start, end in spans[missing[first], 1:]
+            ),
+            np.uint64,
+            len(first),
+        )
+        word_ids = hashes % np.uint64(num_buckets - 1) + np.uint64(1)
+        ids[spans[missing, 0]] = word_ids[inverse.reshape(-1)]
+        if self._size + len(distinct) > self.MAX_SIZE:
+          self.clear()
+        self._add(distinct, hashes)
+    return ids.reshape(len(sentences), max_tokens)
 
 
 _WORD_HASHES = _WordHashes()
@@ -192,132 +230,6 @@ def _char_classes() -> np.ndarray:
 
 _WORD_RUN = re.compile(r"\w+")
 _SPACE_RUN = re.compile(r"\s+")
-
-# Bytes of a UTF-8 character by the high nibble of its first byte (0x8-0xB
-# are continuation bytes, which start no character).
-_UTF8_LENGTH = np.array([1] * 12 + [2, 2, 3, 4], np.int64)
-# The class of a continuation byte of an "other" character: the character is
-# one token, which starts at its first byte only.
-_OTHER_CONTINUATION = 3
-
-
-def _byte_classes(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """Each byte's `_char_classes` class, from the character it belongs to.
-
-  Returns (classes, positions of the continuation bytes). Only the bytes of
-  non-ASCII characters need decoding, and they are few in most text.
-  """
-  char_classes = _char_classes()
-  classes = char_classes[data]  # Right for ASCII; the rest is set below.
-  high = np.flatnonzero(data >= 0x80)
-  if not len(high):
-    return classes, high
-  is_lead = data[high] >= 0xC0
-  lead, continuation = high[is_lead], high[~is_lead]
-  length = _UTF8_LENGTH[data[lead] >> 4]
-  padded = np.concatenate([data, np.zeros(3, np.uint8)])
-  point = padded[lead].astype(np.int64) & (0x7F >> length)
-  for k in range(1, 4):
-    more = (padded[lead + k].astype(np.int64) & 0x3F) | (point << 6)
-    point = np.where(length > k, more, point)
-  classes[lead] = char_classes[point]
-  classes[continuation] = np.repeat(
-      np.where(classes[lead] == 2, _OTHER_CONTINUATION, classes[lead]),
-      length - 1,
-  )
-  return classes, continuation
-
-
-def token_spans(
-    sentences: list[str], max_tokens: int
-) -> tuple[bytes, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-  """The first `max_tokens` tokens of each sentence, as byte spans of one text.
-
-  Returns (raw, its bytes as uint8, sentence of each token, start, end): raw
-  is the sentences joined by spaces in UTF-8, and per token (in order) its
-  sentence and its bytes `raw[start:end]`. The tokens are those of `words`
-  (`_WORD_PATTERN`), found with array operations over the bytes instead of
-  a regex call per sentence.
-  """
-  text = " ".join(sentences)  # The space ends each sentence's last token.
-  raw = text.encode("utf-8", "surrogatepass")
-  data = np.frombuffer(raw, np.uint8)
-  classes, continuation = _byte_classes(data)
-  # +1 where a word starts, -1 just after one ends.
-  word = np.zeros(len(data) + 1, np.int8)
-  word[1:] = classes == 1
-  edges = np.diff(word, append=np.int8(0))
-  starts = np.flatnonzero((edges[:-1] == 1) | (classes == 2))
-  ends = np.empty_like(starts)
-  is_word = classes[starts] == 1
-  ends[is_word] = np.flatnonzero(edges == -1)
-  others = starts[~is_word]
-  ends[~is_word] = others + _UTF8_LENGTH[data[others] >> 4]
-  lengths = np.fromiter(map(len, sentences), np.int64, len(sentences))
-  first_char = np.cumsum(lengths + 1) - (lengths + 1)
-  # Bytes before a character: its index plus the continuation bytes of the
-  # characters before it, those with at most that many characters before.
-  chars_before = continuation - np.arange(len(continuation))
-  first_byte = first_char + np.searchsorted(chars_before, first_char, "right")
-  sentence = np.searchsorted(first_byte, starts, side="right") - 1
-  first_token = np.searchsorted(starts, first_byte)
-  kept = np.arange(len(starts)) - first_token[sentence] < max_tokens
-  return raw, data, sentence[kept], starts[kept], ends[kept]
-
-
-# splitmix64's constants: a length seed, the fold multiplier, the finaliser's.
-_SEED = np.uint64(0x94D049BB133111EB)
-_FOLD = np.uint64(0x9E3779B97F4A7C15)
-_MIX = np.uint64(0xBF58476D1CE4E5B9)
-# The low k bytes of a little-endian 64-bit word, k = 0..8.
-_LOW_BYTES = np.array([(1 << 8 * k) - 1 for k in range(9)], np.uint64)
-
-
-def _span_fingerprints(data: np.ndarray, starts, ends) -> np.ndarray:
-  """A 64-bit fingerprint of each byte span `data[start:end]`.
-
-  The span's 8-byte chunks, read from one unaligned view of the bytes, are
-  folded as h = (h ^ chunk) * FOLD from h = length * SEED, then mixed;
-  words of up to 8 bytes and equal length never collide. It names a word
-  for `_WordHashes`, which computes the real hash.
-  """
-  padded = np.zeros(len(data) + 8, np.uint8)
-  padded[: len(data)] = data
-  # At every byte offset, the 8 bytes from there as one number.
-  chunks = np.ndarray(
-      (len(data) + 1,), np.dtype("<u8"), buffer=padded, strides=(1,)
-  )
-  length = ends - starts
-  fingerprints = length.astype(np.uint64) * _SEED
-  spans = np.arange(len(starts))
-  offset = 0
-  while len(spans):  # Spans longer than `offset` bytes: most end in one round.
-    left = length[spans] - offset
-    chunk = chunks[starts[spans] + offset] & _LOW_BYTES[np.minimum(left, 8)]
-    fingerprints[spans] = (fingerprints[spans] ^ chunk) * _FOLD
-    spans = spans[left > 8]
-    offset += 8
-  fingerprints ^= fingerprints >> np.uint64(31)
-  fingerprints *= _MIX
-  fingerprints ^= fingerprints >> np.uint64(29)
-  return fingerprints
-
-
-def _distinct(values: np.ndarray):
-  """(sorted distinct values, an index of each, inverse): `np.unique`'s three.
-
-  The index is of any occurrence, not the first, so the sort need not be
-  stable (`np.unique(return_index=True)` sorts stably, several times slower).
-  """
-  order = np.argsort(values)
-  ordered = values[order]
-  is_new = np.empty(len(values), bool)
-  is_new[:1] = True
-  np.not_equal(ordered[1:], ordered[:-1], out=is_new[1:])
-  inverse = np.empty(len(values), np.intp)
-  inverse[order] = np.cumsum(is_new) - 1
-  return ordered[is_new], order[is_new], inverse
-
 
 # Names the hash in saved settings, so a checkpoint refuses a tokenizer that
 # would map words to different ids.
@@ -356,29 +268,41 @@ class Tokenizer:
     """Token ids of sentences, int32 `[num_sentences, max_tokens]`, 0-padded.
 
     Each distinct word is hashed once (`_word_hash`, kept in `_WordHashes`);
-    the rest is array operations, so a long list of sentences costs little
-    Python.
+    the tokens are found by one compiled pass over the bytes
+    (`kernels.encode`), so a long list of sentences costs little Python.
     """
     sentences = list(sentences)
-    if self.lowercase:
-      sentences = [s.lower() for s in sentences]
-    out = np.zeros((len(sentences), self.max_tokens), np.int32)
-    if not sentences:
-      return out
-    raw, data, sentence, starts, ends = token_spans(sentences, self.max_tokens)
-    if not len(starts):
-      return out
-    distinct, some, inverse = _distinct(_span_fingerprints(data, starts, ends))
-    hashes = _WORD_HASHES.get(
-        distinct,
-        lambda i: raw[starts[some[i]] : ends[some[i]]].decode(
-            "utf-8", "surrogatepass"
-        ),
+    lengths = np.fromiter(map(len, sentences), np.int64, len(sentences))
+    starts = np.cumsum(lengths + 1) - (lengths + 1)
+    # The space ends each sentence's last word.
+    return self.encode_text(
+        " ".join(sentences), np.stack([starts, starts + lengths], axis=1)
     )
-    ids = hashes % np.uint64(self.num_buckets - 1) + np.uint64(1)
-    position = np.arange(len(starts)) - np.searchsorted(sentence, sentence)
-    out[sentence, position] = ids[inverse]
-    return out
+
+  def encode_text(self, text: str, sentences: np.ndarray) -> np.ndarray:
+    """`encode` of the sentences `text[start:end]`, without slicing them out.
+
+    Args:
+      text: the text that holds the sentences.
+      sentences: int `[n, 2]`, (start, end) of each sentence in `text`, in
+        order, not overlapping; white space or the text's ends border each
+        one (as a stripped line, or sentences joined by spaces).
+
+    Returns:
+      int32 `[n, max_tokens]`, as `encode` of the sentences.
+    """
+    sentences = np.asarray(sentences, np.int64).reshape(-1, 2)
+    if self.lowercase:
+      lowered = text.lower()
+      if len(lowered) != len(text):  # A character lowered to several.
+        return dataclasses.replace(self, lowercase=False).encode(
+            text[start:end].lower() for start, end in sentences
+        )
+      text = lowered
+    data = np.frombuffer(text.encode("utf-8", "surrogatepass"), np.uint8)
+    return _WORD_HASHES.encode(
+        data, sentences, self.max_tokens, self.num_buckets
+    )
 
   def to_dict(self) -> dict[str, Any]:
     """JSON-serialisable settings, for checkpoint metadata."""

@@ -1,0 +1,104 @@
+"""Wiki-727K files read many at a time, as spans of one text.
+
+What building shards reads: the same documents as the file reader
+(`documents.FILE_READERS["wiki727k"]`, which `wiki727k_segments` parses a
+line at a time), found by one compiled pass over the files' joined text
+(`kernels.stripped_lines`) and array operations, with Python only per file
+and per section header. The sentences stay spans of the text, which the
+tokenizer reads in place (`Tokenizer.encode_text`).
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from typing import NamedTuple, Sequence
+
+import numpy as np
+
+from segjax.data import documents as documents_lib
+from segjax.data import text as text_lib
+
+_HEADER_PREFIX = np.frombuffer(
+    documents_lib.WIKI_HEADER_PREFIX.encode(), np.uint8
+)
+_LIST_MARKER = np.frombuffer(documents_lib.WIKI_LIST_MARKER.encode(), np.uint8)
+
+
+class Batch(NamedTuple):
+  """Documents of several files: their sentences are spans of `text`.
+
+  Attributes:
+    text: the files' texts, joined by newlines.
+    sentences: int64 `[n, 2]`, (start, end) in `text` of every sentence, in
+      document order.
+    gold: uint8 `[n]`, 1 at each segment's last sentence.
+    names: the documents' names (file paths relative to the root); files
+      without a sentence are skipped.
+    lengths: int64 `[len(names)]`, sentences per document.
+    num_skipped: files skipped for having no sentence.
+  """
+
+  text: str
+  sentences: np.ndarray
+  gold: np.ndarray
+  names: list[str]
+  lengths: np.ndarray
+  num_skipped: int
+
+
+def _starts_with(data, starts, ends, prefix) -> np.ndarray:
+  """Whether each byte span `data[start:end]` starts with `prefix`."""
+  long_enough = ends - starts >= len(prefix)
+  at = np.minimum(starts[:, None] + np.arange(len(prefix)), len(data) - 1)
+  return long_enough & (data[at] == prefix).all(axis=1)
+
+
+def read_batch(root: pathlib.Path, names: Sequence[str]) -> Batch:
+  """The documents of Wiki-727K files `root / name`, as `Batch`.
+
+  Raises:
+    DataError: a file that is not UTF-8 or has a malformed section header,
+      naming the file and line (the file reader's message).
+  """
+  from segjax.data import kernels  # pylint: disable=g-import-not-at-top
+
+  texts = []
+  for name in names:
+    path = os.path.join(root, name)
+    with open(path, "rb") as f:
+      texts.append(documents_lib.decode_text(f.read(), path))
+  text = "\n".join(texts)
+  sizes = np.fromiter(map(len, texts), np.int64, len(texts))
+  file_starts = np.cumsum(sizes + 1) - (sizes + 1)
+  # Decoded text holds no lone surrogate, so it encodes strictly.
+  data = np.frombuffer(text.encode("utf-8"), np.uint8)
+  lines = kernels.stripped_lines(data, text_lib._char_classes())  # pylint: disable=protected-access
+  is_header = _starts_with(data, lines[:, 2], lines[:, 3], _HEADER_PREFIX)
+  is_list = (lines[:, 3] - lines[:, 2] == len(_LIST_MARKER)) & _starts_with(
+      data, lines[:, 2], lines[:, 3], _LIST_MARKER
+  )
+  file_of = np.searchsorted(file_starts, lines[:, 0], side="right") - 1
+  for (start, end), file in zip(lines[is_header, :2], file_of[is_header]):
+    if not documents_lib.is_wiki727k_header(text[start:end]):
+      # The file reader names the line; it raises on this file.
+      path = pathlib.Path(root) / names[file]
+      documents_lib.FILE_READERS["wiki727k"](path, pathlib.Path(root))
+      raise AssertionError(f"{path}: header {text[start:end]!r} passed")
+  # A segment starts at each header and at each file's start.
+  new_segment = is_header.copy()
+  new_segment[1:] |= file_of[1:] != file_of[:-1]
+  segment = np.cumsum(new_segment)
+  is_sentence = ~is_header & ~is_list
+  segment, file_of = segment[is_sentence], file_of[is_sentence]
+  gold = np.ones(len(segment), np.uint8)
+  gold[:-1] = segment[1:] != segment[:-1]
+  counts = np.bincount(file_of, minlength=len(names))
+  return Batch(
+      text=text,
+      sentences=lines[is_sentence, :2],
+      gold=gold,
+      names=[name for name, count in zip(names, counts) if count],
+      lengths=counts[counts > 0],
+      num_skipped=int(np.sum(counts == 0)),
+  )

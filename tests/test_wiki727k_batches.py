@@ -16,23 +16,50 @@ from segjax.data import text as text_lib
 from segjax.data import wiki727k
 
 # Every kind of line break and white space `str.splitlines` and `str.strip`
-# know, next to word and other characters, and a character that lowers to
-# two ("İ") or differently at a word's end ("Σ").
+# know, next to word and other characters, a character that lowers to two
+# ("İ") or differently at a word's end ("Σ"), and header-like pieces.
 _CHARACTERS = list(
     "ab Z_1.,=*\t\n\r\x0b\x0c\x1c\x1d\x1e\x1f\x85\xa0\u2028\u2029\u3000"
     "é日😀\u200bİΣσ'"
-) + ["\r\n", "========,1,T.", "***LIST***"]
+) + [
+    "\r\n",
+    "***LIST***",
+    "========,1,T.",
+    "========, 2 ,x",
+    "========,0,z",
+    "========,01,",
+    "========,1 2,t",
+    "========,\u0663,t",
+    "========,1",
+]
 _TEXTS = st.lists(st.sampled_from(_CHARACTERS), max_size=40).map("".join)
 
 
+def _kind(line: str) -> int:
+  if line.startswith(documents.WIKI_HEADER_PREFIX):
+    return kernels.HEADER
+  if line == documents.WIKI_LIST_MARKER:
+    return kernels.LIST_MARKER
+  return kernels.SENTENCE
+
+
 @hypothesis.given(_TEXTS)
-@hypothesis.settings(max_examples=400, deadline=None)
-def test_stripped_lines_are_those_of_splitlines_and_strip(text):
+@hypothesis.settings(max_examples=500, deadline=None)
+def test_lines_are_those_of_splitlines_and_strip_with_their_kind(text):
   raw = np.frombuffer(text.encode("utf-8"), np.uint8)
-  lines = kernels.stripped_lines(raw, text_lib._char_classes())
+  lines = kernels.wiki727k_lines(raw, text_lib._char_classes())
   expected = [line.strip() for line in text.splitlines() if line.strip()]
-  assert [text[a:b] for a, b, _, _ in lines] == expected
-  assert [raw[a:b].tobytes().decode() for _, _, a, b in lines] == expected
+  assert [text[a:b] for a, b, _, _, _ in lines] == expected
+  assert [raw[a:b].tobytes().decode() for _, _, a, b, _ in lines] == expected
+  for line, kind in zip(expected, lines[:, 4]):
+    # The kernel vouches for the headers it calls valid; Python checks
+    # the rest.
+    if kind == kernels.HEADER:
+      assert documents.is_wiki727k_header(line), line
+    else:
+      assert kind == _kind(line) or (
+          kind == kernels.HEADER_TO_CHECK and _kind(line) == kernels.HEADER
+      ), (line, kind)
 
 
 @hypothesis.given(st.lists(_TEXTS, max_size=6), st.booleans())
@@ -43,7 +70,7 @@ def test_encode_text_gives_the_ids_of_the_sentences_it_spans(lines, lowercase):
   )
   text = "\n".join(lines)
   raw = np.frombuffer(text.encode("utf-8"), np.uint8)
-  spans = kernels.stripped_lines(raw, text_lib._char_classes())[:, :2]
+  spans = kernels.wiki727k_lines(raw, text_lib._char_classes())[:, :2]
   sentences = [text[a:b] for a, b in spans]
   np.testing.assert_array_equal(
       tokenizer.encode_text(text, spans), tokenizer.encode(sentences)

@@ -1,15 +1,16 @@
-"""The hashed tokenizer's loop over bytes, compiled with numba.
+"""Loops over the bytes of text, compiled with numba: lines and tokens.
 
-Finding tokens is a loop over characters; in numpy it took a dozen
-whole-array passes and sorts, compiled it is one pass that also looks every
-token up in the word-hash table (`text._WordHashes`). Kernels are pure
-functions of the arrays they are given, compiled on first use and cached on
-disk by numba. Helpers are inlined: a call that passes arrays costs
-reference counting per token.
+Splitting text into lines and words is a loop over characters. In numpy it
+took a dozen whole-array passes and sorts; compiled it is one pass, whose
+inner loops are tight scans that run until something rare happens (a line
+break, the end of a word). Kernels are
+pure functions of the arrays they are given, compiled on first use and
+cached on disk by numba; helpers are inlined, since a call that passes
+arrays costs reference counting per token.
 
 Text is UTF-8. A token is a word (a run of characters of class 1) or a
-single character of class 2; class 0 is white space (`text._char_classes`,
-the classes of `\\w` and `\\s`).
+single character of class 2; class 0 is white space (`text._char_classes`:
+the classes of `\\w` and `\\s`, and `\\s` is `str.isspace`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,11 @@ import numpy as np
 SEED = np.uint64(0x94D049BB133111EB)
 FOLD = np.uint64(0x9E3779B97F4A7C15)
 MIX = np.uint64(0xBF58476D1CE4E5B9)
+
+# Kinds of lines of a Wiki-727K file (`wiki727k_lines`).
+SENTENCE, HEADER, HEADER_TO_CHECK, LIST_MARKER = 0, 1, 2, 3
+_PREFIX = np.frombuffer(b"========", np.uint8)  # documents.WIKI_HEADER_PREFIX
+_LIST = np.frombuffer(b"***LIST***", np.uint8)  # documents.WIKI_LIST_MARKER
 
 _kernel = numba.njit(cache=True, nogil=True)
 _inlined = numba.njit(cache=True, nogil=True, inline="always")
@@ -37,6 +43,193 @@ def _character(data, i):
   for k in range(1, length):
     point = (point << 6) | (np.int64(data[i + k]) & 0x3F)
   return point, length
+
+
+@_inlined
+def _is_line_break(point):
+  """Whether `str.splitlines` breaks at code point `point`."""
+  if point < 0x80:
+    return (0x0A <= point <= 0x0D) or (0x1C <= point <= 0x1E)
+  return point == 0x85 or point == 0x2028 or point == 0x2029
+
+
+@_inlined
+def _starts_with(data, start, end, prefix):
+  if end - start < len(prefix):
+    return False
+  for k in range(len(prefix)):
+    if data[start + k] != prefix[k]:
+      return False
+  return True
+
+
+@_inlined
+def _header_kind(data, start, end):
+  """HEADER for `========,<level>,<title>` with an ASCII level >= 1 (padded
+  by spaces or tabs at most), HEADER_TO_CHECK for anything else after the
+  prefix, which `documents.check_wiki727k_header` decides."""
+  i = start + len(_PREFIX)
+  if i >= end or data[i] != 44:  # ","
+    return HEADER_TO_CHECK
+  i += 1
+  digits, nonzero, padding_after = 0, False, False
+  while i < end and data[i] != 44:
+    b = data[i]
+    if b == 32 or b == 9:
+      padding_after = digits > 0
+    elif 48 <= b <= 57 and not padding_after:
+      digits += 1
+      nonzero |= b != 48
+    else:
+      return HEADER_TO_CHECK
+    i += 1
+  if i >= end or not nonzero:  # No second comma, or level 0 or empty.
+    return HEADER_TO_CHECK
+  return HEADER
+
+
+@_inlined
+def _is_space_at(data, i, char_classes):
+  lead = data[i]
+  if lead < 0x80:
+    return char_classes[lead] == 0
+  point, _ = _character(data, i)
+  return char_classes[point] == 0
+
+
+@_kernel
+def wiki727k_lines(data, char_classes):
+  """The non-blank lines of UTF-8 text, as `str.splitlines` and `str.strip`,
+  and what each is in a Wiki-727K file.
+
+  Lines end at every line break `splitlines` knows (`\\r\\n` is one); a line
+  is stripped of white space at both ends.
+
+  Returns:
+    int64 `[m, 5]`: per non-blank line in order, the start and end of its
+    stripped text in characters (code points), then in bytes, then its
+    kind: SENTENCE, HEADER (a valid section header), HEADER_TO_CHECK (starts
+    with the header prefix; Python decides) or LIST_MARKER.
+  """
+  lines = np.empty((len(data) // 2 + 1, 5), np.int64)
+  count = 0
+  i, char = 0, 0  # A byte and the index of the character starting there.
+  while i < len(data):
+    # The line runs to the next line break: bytes that may start one are
+    # rare, so most of the line is a tight scan that only counts characters.
+    start, start_char = i, char
+    while i < len(data):
+      lead = data[i]
+      if (0x0A <= lead <= 0x0D) or (0x1C <= lead <= 0x1E):
+        break
+      if lead == 0xC2 or lead == 0xE2:  # NEL, LS, PS start so.
+        point, _ = _character(data, i)
+        if _is_line_break(point):
+          break
+      char += (lead & 0xC0) != 0x80
+      i += 1
+    end, end_char = i, char
+    if i < len(data):  # Step over the break ("\\r\\n" is one).
+      point, length = _character(data, i)
+      i += length
+      char += 1
+      if point == 0x0D and i < len(data) and data[i] == 0x0A:
+        i += 1
+        char += 1
+    # Strip: white space is rare at the ends, so these loops are short.
+    while start < end and _is_space_at(data, start, char_classes):
+      start += 1
+      start_char += 1
+      while start < end and data[start] & 0xC0 == 0x80:
+        start += 1
+    while end > start:
+      last = end - 1
+      while data[last] & 0xC0 == 0x80:
+        last -= 1
+      if not _is_space_at(data, last, char_classes):
+        break
+      end = last
+      end_char -= 1
+    if start == end:
+      continue
+    lines[count, 0] = start_char
+    lines[count, 1] = end_char
+    lines[count, 2] = start
+    lines[count, 3] = end
+    if _starts_with(data, start, end, _PREFIX):
+      lines[count, 4] = _header_kind(data, start, end)
+    elif end - start == len(_LIST) and _starts_with(data, start, end, _LIST):
+      lines[count, 4] = LIST_MARKER
+    else:
+      lines[count, 4] = SENTENCE
+    count += 1
+  return lines[:count]
+
+
+@_inlined
+def _class_at(data, i, char_classes):
+  """(class, byte length) of the character starting at byte i."""
+  lead = data[i]
+  if lead < 0x80:
+    return char_classes[lead], 1
+  point, length = _character(data, i)
+  return char_classes[point], length
+
+
+@_inlined
+def _skip_chars(data, i, count):
+  """The byte `count` characters after the character starting at byte i."""
+  for _ in range(count):
+    i += 1
+    while i < len(data) and data[i] & 0xC0 == 0x80:
+      i += 1
+  return i
+
+
+@_kernel
+def tokens(data, sentences, max_tokens, char_classes):
+  """The first `max_tokens` tokens of each sentence in `data`.
+
+  Args:
+    data: uint8, UTF-8 text.
+    sentences: int64 `[n, 2]`, the first and end character (code point) of
+      each sentence, in order, not overlapping; white space or the text's
+      ends border each one, so no word runs across its ends.
+    max_tokens: tokens kept per sentence (`L`).
+    char_classes: uint8 per code point (0 space, 1 word, 2 other).
+
+  Returns:
+    int64 `[m, 3]`, per token in order: its index in the `[n * L]` ids
+    (sentence * L + position), its start and end byte.
+  """
+  n = len(sentences)
+  found = np.empty((min(n * max_tokens, len(data)), 3), np.int64)
+  count = 0
+  i, char = 0, 0  # A byte and the index of the character starting there.
+  for sentence in range(n):
+    i = _skip_chars(data, i, sentences[sentence, 0] - char)
+    end = _skip_chars(data, i, sentences[sentence, 1] - sentences[sentence, 0])
+    char = sentences[sentence, 1]
+    position = 0
+    while i < end and position < max_tokens:
+      kind, length = _class_at(data, i, char_classes)
+      start = i
+      i += length
+      if kind == 0:
+        continue
+      if kind == 1:  # A word runs on to the next non-word character.
+        while i < end:
+          kind, length = _class_at(data, i, char_classes)
+          if kind != 1:
+            break
+          i += length
+      found[count, 0] = sentence * max_tokens + position
+      found[count, 1] = start
+      found[count, 2] = i
+      count += 1
+      position += 1
+    i = end
+  return found[:count]
 
 
 @_inlined
@@ -60,69 +253,6 @@ def _fingerprint(chunks, start, end):
   return h
 
 
-@_kernel
-def tokens(data, chunks, sentences, max_tokens, char_classes):
-  """The first `max_tokens` tokens of each sentence in `data`.
-
-  Args:
-    data: uint8, UTF-8 text.
-    chunks: uint64, `chunks[i]` the 8 bytes of `data` from byte i
-      (zero-padded), for reading a word 8 bytes at a time.
-    sentences: int64 `[n, 2]`, the first and end character (code point) of
-      each sentence, in order, not overlapping; white space or the text's
-      ends border each one, so no word runs across its ends.
-    max_tokens: tokens kept per sentence (`L`).
-    char_classes: uint8 per code point (0 space, 1 word, 2 other).
-
-  Returns:
-    int64 `[m, 3]`, per token in order: its index in the `[n * L]` ids
-    (sentence * L + position), its start and end byte.
-  """
-  n = len(sentences)
-  found = np.empty((min(n * max_tokens, len(data)), 3), np.int64)
-  count = 0
-  sentence, position, char, i, word_start = -1, 0, 0, 0, -1
-  while i <= len(data):
-    if i < len(data):
-      point, length = _character(data, i)
-      kind = char_classes[point]
-    else:
-      length, kind = 1, 0  # Past the end: ends the last word.
-    if word_start >= 0 and kind != 1:  # A word ended; it started in `sentence`.
-      if position < max_tokens:
-        found[count, 0] = sentence * max_tokens + position
-        found[count, 1] = word_start
-        found[count, 2] = i
-        count += 1
-      position += 1
-      word_start = -1
-    while sentence + 1 < n and sentences[sentence + 1, 0] <= char:
-      sentence += 1
-      position = 0
-    inside = sentence >= 0 and char < sentences[sentence, 1]
-    if kind == 1 and word_start < 0 and inside:
-      word_start = i
-    elif kind == 2 and inside:
-      if position < max_tokens:
-        found[count, 0] = sentence * max_tokens + position
-        found[count, 1] = i
-        found[count, 2] = i + length
-        count += 1
-      position += 1
-    i += length
-    char += 1
-  return found[:count]
-
-
-@_kernel
-def fingerprints(chunks, spans):
-  """The fingerprint of each token (`tokens`' start and end columns)."""
-  out = np.empty(len(spans), np.uint64)
-  for k in range(len(spans)):
-    out[k] = _fingerprint(chunks, spans[k, 1], spans[k, 2])
-  return out
-
-
 @_inlined
 def _slot(table, h):
   """Where fingerprint `h` is in the table, or the empty slot probing met.
@@ -139,28 +269,34 @@ def _slot(table, h):
 
 
 @_kernel
-def lookup(table, fingerprints, num_buckets, ids, indices):
-  """Writes `ids[indices[k]]` for the fingerprints found in the table.
+def token_ids(table, chunks, spans, num_buckets, ids):
+  """Writes the id of each token (`tokens`' rows) its word has in the table.
 
-  Returns the positions k of those it lacks. Ids are
-  `hash % (num_buckets - 1) + 1`.
+  Args:
+    table: the word-hash table (`_slot`).
+    chunks: uint64, `chunks[i]` the 8 bytes of the text from byte i
+      (zero-padded), for reading a word 8 bytes at a time.
+    spans: `tokens`' rows: index into `ids`, start and end byte.
+    num_buckets: ids are `hash % (num_buckets - 1) + 1`.
+    ids: int32, where the ids go.
+
+  Returns:
+    (fingerprint of every token, the rows of those the table lacks).
   """
-  missing = np.empty(len(fingerprints), np.int64)
+  fingerprints = np.empty(len(spans), np.uint64)
+  missing = np.empty(len(spans), np.int64)
   count = 0
-  for k in range(len(fingerprints)):
-    slot = _slot(table, fingerprints[k])
-    if (
-        table[slot, 0] == fingerprints[k]
-        and (table[slot, 0] | table[slot, 1]) != 0
-    ):
-      word_hash = table[slot, 1]
-      ids[indices[k]] = np.int32(
-          word_hash % np.uint64(num_buckets - 1) + np.uint64(1)
-      )
+  for k in range(len(spans)):
+    h = _fingerprint(chunks, spans[k, 1], spans[k, 2])
+    fingerprints[k] = h
+    slot = _slot(table, h)
+    if table[slot, 0] == h and (table[slot, 0] | table[slot, 1]) != 0:
+      word_id = table[slot, 1] % np.uint64(num_buckets - 1) + np.uint64(1)
+      ids[spans[k, 0]] = np.int32(word_id)
     else:
       missing[count] = k
       count += 1
-  return missing[:count]
+  return fingerprints, missing[:count]
 
 
 @_kernel
@@ -170,56 +306,3 @@ def insert(table, fingerprints, hashes):
     slot = _slot(table, fingerprints[k])
     table[slot, 0] = fingerprints[k]
     table[slot, 1] = hashes[k]
-
-
-@_inlined
-def _is_line_break(point):
-  """Whether `str.splitlines` breaks at code point `point`."""
-  return (
-      (0x0A <= point <= 0x0D)
-      or (0x1C <= point <= 0x1E)
-      or point == 0x85
-      or point == 0x2028
-      or point == 0x2029
-  )
-
-
-@_kernel
-def stripped_lines(data, char_classes):
-  """The non-blank lines of UTF-8 text, as `str.splitlines` and `str.strip`.
-
-  Lines end at every line break `splitlines` knows (`\\r\\n` is one); a line
-  is stripped of white space (class 0, which is `str.isspace`) at both ends.
-
-  Returns:
-    int64 `[m, 4]`: per non-blank line in order, the start and end of its
-    stripped text in characters (code points) and in bytes.
-  """
-  lines = np.empty((len(data) // 2 + 1, 4), np.int64)
-  count = 0
-  char, i = 0, 0
-  first = -1  # Char and byte of the line's first non-space character.
-  first_byte = 0
-  last, last_byte = 0, 0  # Just after its last non-space character.
-  while i <= len(data):
-    if i < len(data):
-      point, length = _character(data, i)
-    else:
-      point, length = 0x0A, 1  # Past the end: ends the last line.
-    if _is_line_break(point):
-      if first >= 0:
-        lines[count, 0] = first
-        lines[count, 1] = last
-        lines[count, 2] = first_byte
-        lines[count, 3] = last_byte
-        count += 1
-      first = -1
-      if point == 0x0D and i + 1 < len(data) and data[i + 1] == 0x0A:
-        length, char = 2, char + 1  # "\r\n" breaks once.
-    elif char_classes[point] != 0:
-      if first < 0:
-        first, first_byte = char, i
-      last, last_byte = char + 1, i + length
-    i += length
-    char += 1
-  return lines[:count]

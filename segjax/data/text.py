@@ -125,9 +125,9 @@ def _word_hash(word: str) -> int:
 class _WordHashes:
   """Fingerprint -> `_word_hash(word)`, computed on first use; cleared when full.
 
-  An open-addressing table (linear probing, at most half full) that the
-  compiled tokenizer (`kernels.encode`) probes for every token; Python runs
-  only for words it has not seen before. Keyed by fingerprint (two distinct
+  An open-addressing table (linear probing, at most half full: up to 2**23
+  rows of 16 bytes) that the compiled tokenizer (`kernels.token_ids`) probes
+  for every token; Python runs only for words it has not seen before. Keyed by fingerprint (two distinct
   words agree with probability 2**-64 per pair, against the 1 / num_buckets
   at which any two words share an id anyway).
   """
@@ -178,12 +178,11 @@ class _WordHashes:
     chunks = np.ndarray(
         (len(data) + 1,), np.dtype("<u8"), buffer=padded, strides=(1,)
     )
-    spans = kernels.tokens(data, chunks, sentences, max_tokens, _char_classes())
-    fingerprints = kernels.fingerprints(chunks, spans)
+    spans = kernels.tokens(data, sentences, max_tokens, _char_classes())
     ids = np.zeros(len(sentences) * max_tokens, np.int32)
     with self._lock:
-      missing = kernels.lookup(
-          self._table, fingerprints, num_buckets, ids, spans[:, 0].copy()
+      fingerprints, missing = kernels.token_ids(
+          self._table, chunks, spans, num_buckets, ids
       )
       if len(missing):
         distinct, first, inverse = np.unique(

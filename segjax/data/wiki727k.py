@@ -3,7 +3,7 @@
 What building shards reads: the same documents as the file reader
 (`documents.FILE_READERS["wiki727k"]`, which `wiki727k_segments` parses a
 line at a time), found by one compiled pass over the files' joined text
-(`kernels.stripped_lines`) and array operations, with Python only per file
+(`kernels.wiki727k_lines`) and array operations, with Python only per file
 and per section header. The sentences stay spans of the text, which the
 tokenizer reads in place (`Tokenizer.encode_text`).
 """
@@ -18,11 +18,6 @@ import numpy as np
 
 from segjax.data import documents as documents_lib
 from segjax.data import text as text_lib
-
-_HEADER_PREFIX = np.frombuffer(
-    documents_lib.WIKI_HEADER_PREFIX.encode(), np.uint8
-)
-_LIST_MARKER = np.frombuffer(documents_lib.WIKI_LIST_MARKER.encode(), np.uint8)
 
 
 class Batch(NamedTuple):
@@ -47,13 +42,6 @@ class Batch(NamedTuple):
   num_skipped: int
 
 
-def _starts_with(data, starts, ends, prefix) -> np.ndarray:
-  """Whether each byte span `data[start:end]` starts with `prefix`."""
-  long_enough = ends - starts >= len(prefix)
-  at = np.minimum(starts[:, None] + np.arange(len(prefix)), len(data) - 1)
-  return long_enough & (data[at] == prefix).all(axis=1)
-
-
 def read_batch(root: pathlib.Path, names: Sequence[str]) -> Batch:
   """The documents of Wiki-727K files `root / name`, as `Batch`.
 
@@ -73,23 +61,22 @@ def read_batch(root: pathlib.Path, names: Sequence[str]) -> Batch:
   file_starts = np.cumsum(sizes + 1) - (sizes + 1)
   # Decoded text holds no lone surrogate, so it encodes strictly.
   data = np.frombuffer(text.encode("utf-8"), np.uint8)
-  lines = kernels.stripped_lines(data, text_lib._char_classes())  # pylint: disable=protected-access
-  is_header = _starts_with(data, lines[:, 2], lines[:, 3], _HEADER_PREFIX)
-  is_list = (lines[:, 3] - lines[:, 2] == len(_LIST_MARKER)) & _starts_with(
-      data, lines[:, 2], lines[:, 3], _LIST_MARKER
-  )
+  lines = kernels.wiki727k_lines(data, text_lib._char_classes())  # pylint: disable=protected-access
+  kind = lines[:, 4]
   file_of = np.searchsorted(file_starts, lines[:, 0], side="right") - 1
-  for (start, end), file in zip(lines[is_header, :2], file_of[is_header]):
+  to_check = np.flatnonzero(kind == kernels.HEADER_TO_CHECK)
+  for (start, end), file in zip(lines[to_check, :2], file_of[to_check]):
     if not documents_lib.is_wiki727k_header(text[start:end]):
       # The file reader names the line; it raises on this file.
       path = pathlib.Path(root) / names[file]
       documents_lib.FILE_READERS["wiki727k"](path, pathlib.Path(root))
       raise AssertionError(f"{path}: header {text[start:end]!r} passed")
+  is_header = (kind == kernels.HEADER) | (kind == kernels.HEADER_TO_CHECK)
   # A segment starts at each header and at each file's start.
   new_segment = is_header.copy()
   new_segment[1:] |= file_of[1:] != file_of[:-1]
   segment = np.cumsum(new_segment)
-  is_sentence = ~is_header & ~is_list
+  is_sentence = kind == kernels.SENTENCE
   segment, file_of = segment[is_sentence], file_of[is_sentence]
   gold = np.ones(len(segment), np.uint8)
   gold[:-1] = segment[1:] != segment[:-1]

@@ -199,3 +199,27 @@ def test_building_from_batches_gives_the_file_readers_records(
     np.testing.assert_array_equal(got[1], want[1])
     np.testing.assert_array_equal(got[2], want[2])
     assert got[1].dtype == want[1].dtype and got[2].dtype == want[2].dtype
+
+
+@pytest.mark.parametrize(
+    "spans", [[[0, 9]], [[-1, 2]], [[3, 1]], [[0, 3], [2, 5]]]
+)
+def test_encode_text_refuses_spans_outside_or_out_of_order(spans):
+  tokenizer = data.Tokenizer(num_buckets=64, max_tokens=4, lowercase=True)
+  with pytest.raises(ValueError, match="ordered, disjoint spans"):
+    tokenizer.encode_text("abc def", spans)
+
+
+def test_the_kernel_itself_accepts_plain_headers_and_defers_the_rest():
+  text = (
+      "========,1,Intro.\n========, 12 ,T\n========,0,Z\n========,\u0663,A\nx"
+  )
+  raw = np.frombuffer(text.encode("utf-8"), np.uint8)
+  kinds = kernels.wiki727k_lines(raw, text_lib._char_classes())[:, 4]
+  assert kinds.tolist() == [
+      kernels.HEADER,
+      kernels.HEADER,
+      kernels.HEADER_TO_CHECK,  # Level 0: Python refuses it.
+      kernels.HEADER_TO_CHECK,  # A decimal digit, but not ASCII.
+      kernels.SENTENCE,
+  ]

@@ -5,9 +5,9 @@ r"""Benchmarks the hashed-word tokenizer against another checkout's.
       --corpus=synthetic=/tmp/bench_corpus/corpus-20000/train
 
 Both tokenizers (this tree's `segjax/data/text.py` and the baseline's, each
-loaded as its own module) encode the same sentences in the calls that
-building shards makes (`shards.TOKENIZE_DOCUMENTS` documents' sentences
-per call), in turn, `--repeats` rounds; the table gives the median time of
+loaded as its own module) encode the same sentences in calls of
+`shards.TOKENIZE_DOCUMENTS` documents' sentences (as building shards
+tokenizes them), in turn, `--repeats` rounds; the table gives the median time of
 a pass over the corpus and the ratio. The ids must be identical, or the
 tool stops. Writes the `bench_tokenizer` section of BENCHMARKS.md unless
 `--no-write`.

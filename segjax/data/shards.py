@@ -47,7 +47,8 @@ from segjax.data.documents import DataError
 FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 SPLITS = splits_lib.SPLITS
-# Documents tokenized together while building (bounded memory, few calls).
+# Documents read and tokenized together while building (bounded memory, few
+# calls).
 TOKENIZE_DOCUMENTS = 256
 INDEX_ARRAYS = ("lengths", "segments", "ranks", "gold")
 
@@ -177,7 +178,6 @@ def _encoded_documents(root, files, source, tokenizer, skipped) -> Iterator:
       yield from found
 
   for batch in _batches(documents(), TOKENIZE_DOCUMENTS):
-    # One call for many documents: the tokenizer's cost is mostly per call.
     tokens = tokenizer.encode([s for d in batch for s in d.sentences])
     tokens = tokens.astype(tokenizer.id_dtype)
     ends = np.cumsum([d.num_sentences for d in batch])

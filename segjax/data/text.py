@@ -127,9 +127,9 @@ class _WordHashes:
 
   An open-addressing table (linear probing, at most half full: up to 2**23
   rows of 16 bytes) that the compiled tokenizer (`kernels.token_ids`) probes
-  for every token; Python runs only for words it has not seen before. Keyed by fingerprint (two distinct
-  words agree with probability 2**-64 per pair, against the 1 / num_buckets
-  at which any two words share an id anyway).
+  for every token; Python runs only for words it has not seen before. Keyed
+  by fingerprint (two distinct words agree with probability 2**-64 per pair,
+  against the 1 / num_buckets at which any two words share an id anyway).
   """
 
   MAX_SIZE = 1 << 21
@@ -291,6 +291,14 @@ class Tokenizer:
       int32 `[n, max_tokens]`, as `encode` of the sentences.
     """
     sentences = np.asarray(sentences, np.int64).reshape(-1, 2)
+    bounds = sentences.reshape(-1)  # Each start <= its end <= next start.
+    if len(bounds) and (
+        bounds[0] < 0 or bounds[-1] > len(text) or np.any(np.diff(bounds) < 0)
+    ):
+      raise ValueError(
+          f"sentences must be ordered, disjoint spans of the text's"
+          f" {len(text)} characters"
+      )
     if self.lowercase:
       lowered = text.lower()
       if len(lowered) != len(text):  # A character lowered to several.

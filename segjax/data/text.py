@@ -227,6 +227,27 @@ def _char_classes() -> np.ndarray:
   return classes
 
 
+@functools.cache
+def _lowering_to_several() -> re.Pattern:
+  """The characters that `str.lower` turns into several ("İ" is the one)."""
+  several = [chr(c) for c in range(0x110000) if len(chr(c).lower()) > 1]
+  return re.compile("|".join(map(re.escape, several)))
+
+
+def _lowered_spans(text: str, spans: np.ndarray) -> np.ndarray:
+  """Where the spans of `text` lie in `text.lower()`.
+
+  Lowering maps each character on its own (a final sigma depends on its
+  neighbours but stays one character), so a span moves by the characters
+  gained before it.
+  """
+  found = list(_lowering_to_several().finditer(text))
+  positions = np.array([m.start() for m in found], np.int64)
+  gained = np.cumsum([len(m.group().lower()) - 1 for m in found])
+  before = np.searchsorted(positions, spans, side="left")
+  return spans + np.where(before > 0, gained[np.maximum(before - 1, 0)], 0)
+
+
 _WORD_RUN = re.compile(r"\w+")
 _SPACE_RUN = re.compile(r"\s+")
 
@@ -301,10 +322,8 @@ class Tokenizer:
       )
     if self.lowercase:
       lowered = text.lower()
-      if len(lowered) != len(text):  # A character lowered to several.
-        return dataclasses.replace(self, lowercase=False).encode(
-            text[start:end].lower() for start, end in sentences
-        )
+      if len(lowered) != len(text):
+        sentences = _lowered_spans(text, sentences)
       text = lowered
     data = np.frombuffer(text.encode("utf-8", "surrogatepass"), np.uint8)
     return _WORD_HASHES.encode(

@@ -2,6 +2,8 @@
 file reader's documents, errors and token ids."""
 
 import pathlib
+import types
+import zlib
 
 import hypothesis
 from hypothesis import strategies as st
@@ -160,9 +162,34 @@ def test_a_bad_file_gets_the_file_readers_error(tmp_path, content, message):
   assert str(raised.value) == str(expected.value)
 
 
-@pytest.mark.parametrize("lowercase", [True, False])
+class _WordEncoder:
+  """A stand-in for a pretrained encoder's tokenizer: ids from word CRCs."""
+
+  max_seq_length = 6
+  module = types.SimpleNamespace(config=types.SimpleNamespace(vocab_size=999))
+
+  def tokenize(self, sentences, length):
+    ids = np.zeros((len(sentences), length), np.int32)
+    for i, sentence in enumerate(sentences):
+      for j, word in enumerate(sentence.split()[:length]):
+        ids[i, j] = zlib.crc32(word.encode()) % 998 + 1
+    return ids, ids != 0
+
+
+_TOKENIZERS = {
+    "hashed": lambda: data.Tokenizer(
+        num_buckets=1 << 12, max_tokens=6, lowercase=True
+    ),
+    "hashed, cased": lambda: data.Tokenizer(
+        num_buckets=1 << 12, max_tokens=6, lowercase=False
+    ),
+    "wordpiece": lambda: data.WordpieceTokenizer(_WordEncoder()),
+}
+
+
+@pytest.mark.parametrize("tokenizer_name", list(_TOKENIZERS))
 def test_building_from_batches_gives_the_file_readers_records(
-    tmp_path, lowercase
+    tmp_path, tokenizer_name
 ):
   """`shards` reads Wiki-727K files in batches; the records (ids, gold,
   sentences) are those of reading every file into `Document`s. The first
@@ -181,9 +208,7 @@ def test_building_from_batches_gives_the_file_readers_records(
     )
   names = _write(tmp_path, files)
   listing = [(name, 0) for name in names]
-  tokenizer = data.Tokenizer(
-      num_buckets=1 << 12, max_tokens=6, lowercase=lowercase
-  )
+  tokenizer = _TOKENIZERS[tokenizer_name]()
   batched = list(
       shards._encoded_wiki727k(tmp_path, listing, tokenizer, skipped := [])
   )

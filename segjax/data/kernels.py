@@ -18,6 +18,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from segjax.data import documents
+
 # splitmix64's constants: a length seed, the fold multiplier, the finaliser's.
 SEED = np.uint64(0x94D049BB133111EB)
 FOLD = np.uint64(0x9E3779B97F4A7C15)
@@ -25,8 +27,8 @@ MIX = np.uint64(0xBF58476D1CE4E5B9)
 
 # Kinds of lines of a Wiki-727K file (`wiki727k_lines`).
 SENTENCE, HEADER, HEADER_TO_CHECK, LIST_MARKER = 0, 1, 2, 3
-_PREFIX = np.frombuffer(b"========", np.uint8)  # documents.WIKI_HEADER_PREFIX
-_LIST = np.frombuffer(b"***LIST***", np.uint8)  # documents.WIKI_LIST_MARKER
+_PREFIX = np.frombuffer(documents.WIKI_HEADER_PREFIX.encode(), np.uint8)
+_LIST = np.frombuffer(documents.WIKI_LIST_MARKER.encode(), np.uint8)
 
 _kernel = numba.njit(cache=True, nogil=True)
 _inlined = numba.njit(cache=True, nogil=True, inline="always")

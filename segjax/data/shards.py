@@ -40,7 +40,6 @@ from segjax.data import corpus as corpus_lib
 from segjax.data import documents as documents_lib
 from segjax.data import records as records_lib
 from segjax.data import splits as splits_lib
-from segjax.data import text as text_lib
 from segjax.data import wiki727k as wiki727k_lib
 from segjax.data.documents import DataError
 
@@ -228,9 +227,7 @@ def build_parts(
     root = pathlib.Path(data_config.path) / split_input["root"]
     files = _block(split_input["files"], part, parts)
     counts = []
-    if split_input["source"] == "wiki727k" and isinstance(
-        tokenizer, text_lib.Tokenizer
-    ):
+    if split_input["source"] == "wiki727k":
       encoded = _encoded_wiki727k(root, files, tokenizer, counts)
     else:
       encoded = _encoded_documents(

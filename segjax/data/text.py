@@ -371,3 +371,8 @@ class WordpieceTokenizer:
   def encode(self, sentences: Iterable[str]) -> np.ndarray:
     ids, _ = self.encoder.tokenize(list(sentences), length=self.max_tokens)
     return ids
+
+  def encode_text(self, text: str, sentences: np.ndarray) -> np.ndarray:
+    """`encode` of the sentences `text[start:end]` (`Tokenizer.encode_text`)."""
+    spans = np.asarray(sentences, np.int64).reshape(-1, 2).tolist()
+    return self.encode([text[start:end] for start, end in spans])

@@ -248,3 +248,31 @@ def test_the_kernel_itself_accepts_plain_headers_and_defers_the_rest():
       kernels.HEADER_TO_CHECK,  # A decimal digit, but not ASCII.
       kernels.SENTENCE,
   ]
+
+
+def test_a_word_has_one_fingerprint_wherever_it_lies():
+  # The last words have fewer than 8 bytes after them, so their chunks are
+  # put together byte by byte instead of read 8 at a time.
+  words = ["extraordinarily", "ab", "zürich", "x"]
+  text = " ".join(words * 2)
+  raw = np.frombuffer(text.encode("utf-8"), np.uint8)
+  chunks = np.ndarray(
+      (len(raw) - 7,), np.dtype("<u8"), buffer=raw, strides=(1,)
+  )
+  empty_table = np.zeros((16, 2), np.uint64)
+  ids, missing, fingerprints = kernels.token_ids(
+      raw,
+      chunks,
+      np.array([[0, len(text)]]),
+      16,
+      text_lib._char_classes(),
+      empty_table,
+      64,
+  )
+  assert not ids.any() and len(missing) == 2 * len(words)
+  spelled = [raw[a:b].tobytes().decode() for _, a, b in missing]
+  assert spelled == words * 2
+  assert (
+      fingerprints[: len(words)].tolist() == fingerprints[len(words) :].tolist()
+  )
+  assert len(set(fingerprints.tolist())) == len(words)

@@ -29,6 +29,10 @@ MIX = np.uint64(0xBF58476D1CE4E5B9)
 SENTENCE, HEADER, HEADER_TO_CHECK, LIST_MARKER = 0, 1, 2, 3
 _PREFIX = np.frombuffer(documents.WIKI_HEADER_PREFIX.encode(), np.uint8)
 _LIST = np.frombuffer(documents.WIKI_LIST_MARKER.encode(), np.uint8)
+# The bytes a line break can start with: ASCII breaks, and the lead bytes of
+# NEL (C2 85), LS and PS (E2 80 A8/A9).
+_MAY_BREAK = np.zeros(256, np.bool_)
+_MAY_BREAK[[*range(0x0A, 0x0E), *range(0x1C, 0x1F), 0xC2, 0xE2]] = True
 
 _kernel = numba.njit(cache=True, nogil=True)
 _inlined = numba.njit(cache=True, nogil=True, inline="always")
@@ -122,12 +126,8 @@ def wiki727k_lines(data, char_classes):
     start, start_char = i, char
     while i < len(data):
       lead = data[i]
-      if (0x0A <= lead <= 0x0D) or (0x1C <= lead <= 0x1E):
+      if _MAY_BREAK[lead] and _is_line_break(_character(data, i)[0]):
         break
-      if lead == 0xC2 or lead == 0xE2:  # NEL, LS, PS start so.
-        point, _ = _character(data, i)
-        if _is_line_break(point):
-          break
       char += (lead & 0xC0) != 0x80
       i += 1
     end, end_char = i, char
@@ -179,75 +179,26 @@ def _class_at(data, i, char_classes):
 
 
 @_inlined
-def _skip_chars(data, i, count):
-  """The byte `count` characters after the character starting at byte i."""
-  for _ in range(count):
-    i += 1
-    while i < len(data) and data[i] & 0xC0 == 0x80:
-      i += 1
-  return i
+def _fingerprint(data, chunks, start, end):
+  """64-bit fingerprint of bytes `start:end` of `data`.
 
-
-@_kernel
-def tokens(data, sentences, max_tokens, char_classes):
-  """The first `max_tokens` tokens of each sentence in `data`.
-
-  Args:
-    data: uint8, UTF-8 text.
-    sentences: int64 `[n, 2]`, the first and end character (code point) of
-      each sentence, in order, not overlapping; white space or the text's
-      ends border each one, so no word runs across its ends.
-    max_tokens: tokens kept per sentence (`L`).
-    char_classes: uint8 per code point (0 space, 1 word, 2 other).
-
-  Returns:
-    int64 `[m, 3]`, per token in order: its index in the `[n * L]` ids
-    (sentence * L + position), its start and end byte.
-  """
-  n = len(sentences)
-  found = np.empty((min(n * max_tokens, len(data)), 3), np.int64)
-  count = 0
-  i, char = 0, 0  # A byte and the index of the character starting there.
-  for sentence in range(n):
-    i = _skip_chars(data, i, sentences[sentence, 0] - char)
-    end = _skip_chars(data, i, sentences[sentence, 1] - sentences[sentence, 0])
-    char = sentences[sentence, 1]
-    position = 0
-    while i < end and position < max_tokens:
-      kind, length = _class_at(data, i, char_classes)
-      start = i
-      i += length
-      if kind == 0:
-        continue
-      if kind == 1:  # A word runs on to the next non-word character.
-        while i < end:
-          kind, length = _class_at(data, i, char_classes)
-          if kind != 1:
-            break
-          i += length
-      found[count, 0] = sentence * max_tokens + position
-      found[count, 1] = start
-      found[count, 2] = i
-      count += 1
-      position += 1
-    i = end
-  return found[:count]
-
-
-@_inlined
-def _fingerprint(chunks, start, end):
-  """64-bit fingerprint of bytes `start:end`; `chunks[i]`: the 8 bytes from i.
-
-  The span's little-endian 8-byte chunks folded as h = (h ^ chunk) * FOLD
-  from h = length * SEED, then mixed: words of up to 8 bytes and equal
-  length never collide.
+  The span's little-endian 8-byte chunks (the last one zero-padded) folded
+  as h = (h ^ chunk) * FOLD from h = length * SEED, then mixed: words of up
+  to 8 bytes and equal length never collide. `chunks[i]`: the 8 bytes of
+  `data` from byte i, for every i with 8 bytes left; nearer the end, the
+  chunk is put together byte by byte.
   """
   h = np.uint64(end - start) * SEED
   for chunk_start in range(start, end, 8):
     left = min(8, end - chunk_start)
-    chunk = chunks[chunk_start]
-    if left < 8:
-      chunk &= (np.uint64(1) << np.uint64(8 * left)) - np.uint64(1)
+    if chunk_start < len(chunks):
+      chunk = chunks[chunk_start]
+      if left < 8:
+        chunk &= (np.uint64(1) << np.uint64(8 * left)) - np.uint64(1)
+    else:
+      chunk = np.uint64(0)
+      for k in range(left):
+        chunk |= np.uint64(data[chunk_start + k]) << np.uint64(8 * k)
     h = (h ^ chunk) * FOLD
   h ^= h >> np.uint64(31)
   h *= MIX
@@ -271,34 +222,78 @@ def _slot(table, h):
 
 
 @_kernel
-def token_ids(table, chunks, spans, num_buckets, ids):
-  """Writes the id of each token (`tokens`' rows) its word has in the table.
+def token_ids(
+    data, chunks, sentences, max_tokens, char_classes, table, num_buckets
+):
+  """The ids of the first `max_tokens` tokens of each sentence in `data`.
+
+  A sentence at a time, in two steps: find and fingerprint its tokens, then
+  look them all up. The lookups do not wait for one another nor for the
+  scan's hard-to-predict branches, so their cache misses overlap.
 
   Args:
+    data: uint8, UTF-8 text.
+    chunks: uint64, the 8 bytes of `data` from each byte (`_fingerprint`).
+    sentences: int64 `[n, 2]`, the first and end character (code point) of
+      each sentence, in order, not overlapping; white space or the text's
+      ends border each one, so no word runs across its ends.
+    max_tokens: tokens kept per sentence (`L`).
+    char_classes: uint8 per code point (0 space, 1 word, 2 other).
     table: the word-hash table (`_slot`).
-    chunks: uint64, `chunks[i]` the 8 bytes of the text from byte i
-      (zero-padded), for reading a word 8 bytes at a time.
-    spans: `tokens`' rows: index into `ids`, start and end byte.
     num_buckets: ids are `hash % (num_buckets - 1) + 1`.
-    ids: int32, where the ids go.
 
   Returns:
-    (fingerprint of every token, the rows of those the table lacks).
+    (ids, missing, fingerprints): int32 `[n * L]` ids, 0 for padding and for
+    the tokens the table lacks; int64 `[m, 3]` rows of those tokens (index
+    into ids, start and end byte), and their fingerprints, uint64 `[m]`.
   """
-  fingerprints = np.empty(len(spans), np.uint64)
-  missing = np.empty(len(spans), np.int64)
+  n = len(sentences)
+  ids = np.zeros(n * max_tokens, np.int32)
+  missing = np.empty((min(n * max_tokens, len(data)), 3), np.int64)
+  fingerprints = np.empty(len(missing), np.uint64)
   count = 0
-  for k in range(len(spans)):
-    h = _fingerprint(chunks, spans[k, 1], spans[k, 2])
-    fingerprints[k] = h
-    slot = _slot(table, h)
-    if table[slot, 0] == h and (table[slot, 0] | table[slot, 1]) != 0:
-      word_id = table[slot, 1] % np.uint64(num_buckets - 1) + np.uint64(1)
-      ids[spans[k, 0]] = np.int32(word_id)
-    else:
-      missing[count] = k
-      count += 1
-  return fingerprints, missing[:count]
+  found = np.empty((max_tokens, 2), np.int64)  # One sentence's tokens.
+  found_fingerprints = np.empty(max_tokens, np.uint64)
+  i, char = 0, 0  # A byte and the index of the character starting there.
+  for sentence in range(n):
+    end_char = sentences[sentence, 1]
+    while char < sentences[sentence, 0]:  # On to the sentence's start.
+      i += 1
+      while i < len(data) and data[i] & 0xC0 == 0x80:
+        i += 1
+      char += 1
+    num_found = 0
+    while char < end_char and num_found < max_tokens:
+      kind, length = _class_at(data, i, char_classes)
+      start = i
+      i += length
+      char += 1
+      if kind == 0:
+        continue
+      if kind == 1:  # A word runs on to the next non-word character.
+        while char < end_char:
+          kind, length = _class_at(data, i, char_classes)
+          if kind != 1:
+            break
+          i += length
+          char += 1
+      found[num_found, 0] = start
+      found[num_found, 1] = i
+      found_fingerprints[num_found] = _fingerprint(data, chunks, start, i)
+      num_found += 1
+    for position in range(num_found):
+      h = found_fingerprints[position]
+      slot = _slot(table, h)
+      index = sentence * max_tokens + position
+      if table[slot, 0] == h and (table[slot, 0] | table[slot, 1]) != 0:
+        word_id = table[slot, 1] % np.uint64(num_buckets - 1) + np.uint64(1)
+        ids[index] = np.int32(word_id)
+      else:
+        missing[count, 0] = index
+        missing[count, 1:] = found[position]
+        fingerprints[count] = h
+        count += 1
+  return ids, missing[:count], fingerprints[:count]
 
 
 @_kernel

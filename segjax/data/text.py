@@ -172,34 +172,36 @@ class _WordHashes:
     # numba takes a while to import; only the hashed tokenizer needs it.
     from segjax.data import kernels  # pylint: disable=g-import-not-at-top
 
-    padded = np.zeros(len(data) + 8, np.uint8)
-    padded[: len(data)] = data
-    # At every byte offset, the 8 bytes from there as one number.
+    # At every byte offset with 8 bytes left, those 8 as one number.
     chunks = np.ndarray(
-        (len(data) + 1,), np.dtype("<u8"), buffer=padded, strides=(1,)
+        (max(len(data) - 7, 0),), np.dtype("<u8"), buffer=data, strides=(1,)
     )
-    spans = kernels.tokens(data, sentences, max_tokens, _char_classes())
-    ids = np.zeros(len(sentences) * max_tokens, np.int32)
     with self._lock:
-      fingerprints, missing = kernels.token_ids(
-          self._table, chunks, spans, num_buckets, ids
+      ids, missing, fingerprints = kernels.token_ids(
+          data,
+          chunks,
+          sentences,
+          max_tokens,
+          _char_classes(),
+          self._table,
+          num_buckets,
       )
       if len(missing):
         distinct, first, inverse = np.unique(
-            fingerprints[missing], return_index=True, return_inverse=True
+            fingerprints, return_index=True, return_inverse=True
         )
         hashes = np.fromiter(
             (
                 _word_hash(
                     data[start:end].tobytes().decode("utf-8", "surrogatepass")
                 )
-                for start, end in spans[missing[first], 1:]
+                for start, end in missing[first, 1:]
             ),
             np.uint64,
             len(first),
         )
         word_ids = hashes % np.uint64(num_buckets - 1) + np.uint64(1)
-        ids[spans[missing, 0]] = word_ids[inverse.reshape(-1)]
+        ids[missing[:, 0]] = word_ids[inverse.reshape(-1)]
         if self._size + len(distinct) > self.MAX_SIZE:
           self.clear()
         self._add(distinct, hashes)
@@ -289,7 +291,7 @@ class Tokenizer:
 
     Each distinct word is hashed once (`_word_hash`, kept in `_WordHashes`);
     the tokens are found by one compiled pass over the bytes
-    (`kernels.encode`), so a long list of sentences costs little Python.
+    (`kernels.token_ids`), so a long list of sentences costs little Python.
     """
     sentences = list(sentences)
     lengths = np.fromiter(map(len, sentences), np.int64, len(sentences))

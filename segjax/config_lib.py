@@ -221,22 +221,18 @@ SECTIONS = (
 )
 
 
-def validate_config(config: ml_collections.ConfigDict) -> None:
-  """Checks every section; raises ConfigError naming the first bad key."""
-  # Imported here: config files import this module and must stay light.
-  # pylint: disable=g-import-not-at-top
-  from segjax import evaluation
-  from segjax import losses
-  from segjax import metrics
-  from segjax import models
-  from segjax import parallel
-  from segjax.data import splits
+def validate_data_config(config: ml_collections.ConfigDict) -> None:
+  """Checks the data and tokenizer sections, what building shards reads.
 
-  for section in SECTIONS:
+  Raises:
+    ConfigError: naming the first bad key.
+  """
+  # Imported here: config files import this module and must stay light.
+  from segjax.data import splits  # pylint: disable=g-import-not-at-top
+
+  for section in ("data", "tokenizer"):
     if section not in config:
       raise ConfigError(f"config has no {section!r} section")
-  check_int("seed", config.seed, 0)
-
   d = config.data
   check_choice("data.source", d.source, splits.SOURCES)
   if d.source != "pydoc":
@@ -268,6 +264,24 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   check_int("tokenizer.num_buckets", t.num_buckets, 2)
   check_int("tokenizer.max_tokens", t.max_tokens, 1)
   check_bool("tokenizer.lowercase", t.lowercase)
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Checks every section; raises ConfigError naming the first bad key."""
+  # Imported here: config files import this module and must stay light (and
+  # these import JAX).
+  # pylint: disable=g-import-not-at-top
+  from segjax import evaluation
+  from segjax import losses
+  from segjax import metrics
+  from segjax import models
+  from segjax import parallel
+
+  for section in SECTIONS:
+    if section not in config:
+      raise ConfigError(f"config has no {section!r} section")
+  check_int("seed", config.seed, 0)
+  validate_data_config(config)
 
   m = config.model
   check_choice(

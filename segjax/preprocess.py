@@ -9,8 +9,11 @@ shards go where that training run looks for them: `data.cache_dir`, else
 `<workdir>/data`) and builds what its first start would build. Several
 processes share the work, each writing its block of the input files:
 `tools/launch_local.py --module=segjax.preprocess --num_processes=4 -- ...`
-on one machine, the same command on every host of a pod. A corpus whose
-shards are current is not read again.
+on one machine, the same command on every host of a pod. They meet through
+the shard folder only, so preprocessing needs neither JAX nor a device and
+does not import them (except on a Cloud TPU pod without the job flags, where
+JAX says which host is which); it checks the config sections it reads, data
+and tokenizer, and training checks the rest. A corpus whose shards are current is not read again.
 """
 
 from __future__ import annotations
@@ -19,45 +22,42 @@ import sys
 import time
 
 from absl import app
-from absl import flags
 from absl import logging
-import jax
-from ml_collections import config_flags
 
+from segjax import cli
 from segjax import config_lib
 from segjax import data
 from segjax import metric_writers
 from segjax.data import shards
-from segjax import train  # The flags of segjax.train, parsed the same way.
-from segjax import trainer
+
+_PROGRAM = "segjax.preprocess"
 
 
 def main(argv: list[str]) -> None:
   metric_writers.quiet_library_logs()
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  config = flags.FLAGS.config
-  if config is None:
-    raise app.UsageError(
-        "--config is required, e.g. --config=configs/boundary.py"
-    )
-  workdir = flags.FLAGS.workdir or train.default_workdir(
-      config_flags.get_config_filename(flags.FLAGS["config"])
-  )
-  train.initialize_distributed()
+  config, workdir = cli.config_and_workdir()
+  process_index, process_count = cli.job_share()
   start = time.time()
   try:
-    config_lib.validate_config(config)
+    config_lib.validate_data_config(config)
     if config.data.source == "pydoc":
       raise config_lib.ConfigError(
           "data.source='pydoc' is embedded and needs no preprocessing; set "
           "data.source and data.path to a corpus folder"
       )
     tokenizer = data.Tokenizer(**config.tokenizer)
-    splits = trainer.open_corpora(config, tokenizer, workdir)
+    splits = data.open_splits(
+        config.data,
+        tokenizer,
+        workdir,
+        process_index=process_index,
+        process_count=process_count,
+    )
   except (config_lib.ConfigError, data.DataError) as e:
-    sys.exit(f"segjax.preprocess: error: {e}")
-  if jax.process_index() == 0:
+    sys.exit(f"{_PROGRAM}: error: {e}")
+  if process_index == 0:
     print(
         ", ".join(
             f"{split} {len(corpus)} documents"
@@ -70,4 +70,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=train.parse_flags)
+  app.run(main, flags_parser=lambda argv: cli.parse_flags(argv, _PROGRAM))

@@ -462,7 +462,6 @@ def open_corpora(config, tokenizer, workdir) -> dict[str, data.Corpus]:
       workdir,
       process_index=jax.process_index(),
       process_count=jax.process_count(),
-      sync=lambda: multihost_utils.sync_global_devices("data shards"),
   )
 
 

@@ -2,9 +2,13 @@
 when the corpus changes, built by several processes, and read by training."""
 
 import json
+import subprocess
+import sys
 import threading
 
 from e2e_helpers import assert_same_batches
+from e2e_helpers import cli_env
+from e2e_helpers import REPO
 from e2e_helpers import run_module
 from e2e_helpers import tiny_config
 import ml_collections
@@ -181,7 +185,6 @@ def test_train_iterator_over_shards_resumes_exactly_from_its_state(tmp_path):
 
 def _build_in_threads(config, workdir, num_processes):
   """`shards.build` as `num_processes` processes would run it, in threads."""
-  barrier = threading.Barrier(num_processes)
   errors = [None] * num_processes
 
   def run(index):
@@ -192,7 +195,6 @@ def _build_in_threads(config, workdir, num_processes):
           workdir,
           process_index=index,
           process_count=num_processes,
-          sync=barrier.wait,
           progress=False,
       )
     except data.DataError as e:
@@ -223,6 +225,44 @@ def test_shards_built_by_several_processes_hold_the_same_corpus(tmp_path):
   assert_same_batches(
       _train_batches(three["train"]), _train_batches(one["train"])
   )
+
+
+def test_a_process_takes_only_reports_of_a_build_of_the_same_inputs(
+    tmp_path, monkeypatch
+):
+  root = _corpus_folder(tmp_path / "corpus")
+  config = _data_config(root)
+  assert _build_in_threads(config, tmp_path / "work", 2) == [None] * 2
+  folder = shards.shard_folder(config, TOKENIZER, tmp_path / "work")
+  manifest = shards.read_manifest(folder)
+
+  class Waited(Exception):
+    pass
+
+  def build_alone():
+    shards.build(
+        config,
+        TOKENIZER,
+        tmp_path / "work",
+        process_count=2,
+        progress=False,
+    )
+
+  with monkeypatch.context() as patch:
+    patch.setattr(shards.time, "sleep", lambda seconds: _raise(Waited()))
+    # Same inputs: process 1's report from the last build still holds, so
+    # process 0, rebuilding alone, need not wait and writes the same manifest.
+    (folder / shards.MANIFEST).unlink()
+    build_alone()
+    assert shards.read_manifest(folder) == manifest
+    # Other inputs: that report is not process 1's part of this build.
+    data.write_choi_dir(_documents(3, prefix="new"), root / "train")
+    with pytest.raises(Waited):
+      build_alone()
+
+
+def _raise(error):
+  raise error
 
 
 def test_a_bad_file_stops_every_building_process_with_its_line(tmp_path):
@@ -287,11 +327,59 @@ def test_preprocess_builds_what_training_reads(tmp_path):
       f"--config.data.path={root}",
       f"--config.data.cache_dir={tmp_path / 'cache'}",
   ]
+  # Two processes, as on two hosts: they meet in the shard folder, and
+  # neither imports JAX (`-X importtime` lists every module imported).
+  logs = [tmp_path / f"process{index}.log" for index in range(2)]
+  pair = [
+      subprocess.Popen(
+          [sys.executable, "-X", "importtime", "-m", "segjax.preprocess"]
+          + flags[:-1]
+          + [
+              f"--config.data.cache_dir={tmp_path / 'pair'}",
+              "--coordinator_address=127.0.0.1:1",  # Not dialled.
+              "--num_processes=2",
+              f"--process_id={index}",
+          ],
+          stdout=subprocess.DEVNULL,
+          stderr=log.open("w"),  # A pipe could fill up and stall the pair.
+          cwd=REPO,
+          env=cli_env(),
+      )
+      for index, log in enumerate(logs)
+  ]
+  for process, log in zip(pair, logs):
+    process.wait(timeout=300)
+    stderr = log.read_text()
+    assert process.returncode == 0, stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in stderr.splitlines()}
+    assert "numpy" in imported and "jax" not in imported
   result = run_module("segjax.preprocess", *flags)
   assert result.returncode == 0, result.stderr[-2000:]
   assert "train 24 documents, dev 6 documents, test 6 documents" in (
       result.stdout
   )
+  (one,) = (tmp_path / "cache").iterdir()
+  (two,) = (tmp_path / "pair").iterdir()
+  assert one.name == two.name
+  for split in ("train", "dev", "test"):
+    records = [
+        [
+            source[i]
+            for source in [
+                shards.records_lib.RecordFiles(
+                    [
+                        folder / part
+                        for part in shards.read_manifest(folder)["splits"][
+                            split
+                        ]["parts"]
+                    ]
+                )
+            ]
+            for i in range(len(source))
+        ]
+        for folder in (one, two)
+    ]
+    assert records[0] == records[1] and records[0]
   (folder,) = (tmp_path / "cache").iterdir()
   built = folder / "train-00000-of-00001.records"
   mtime = built.stat().st_mtime_ns

@@ -219,11 +219,11 @@ def test_running_out_of_device_memory_is_one_line_naming_the_sizes(tmp_path):
   code = (
       "import jax, jax.numpy as jnp\n"
       "from absl import app\n"
-      "from segjax import train, trainer\n"
+      "from segjax import cli, train, trainer\n"
       "def out_of_memory(config, workdir):\n"
       "  jax.jit(lambda: jnp.ones((2**58,), jnp.uint8))().block_until_ready()\n"
       "trainer.train_and_evaluate = out_of_memory\n"
-      "app.run(train.main, flags_parser=train.parse_flags)\n"
+      "app.run(train.main, flags_parser=cli.parse_flags)\n"
   )
   result = subprocess.run(
       [

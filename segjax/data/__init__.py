@@ -28,22 +28,6 @@ from segjax.data.documents import read_wiki727k_dir
 from segjax.data.documents import ReadResult
 from segjax.data.documents import write_choi_dir
 from segjax.data.corpus import boundary_labels
-from segjax.data.pipeline import document_lengths
-from segjax.data.pipeline import document_windows
-from segjax.data.pipeline import EvalBatches
-from segjax.data.pipeline import gather_windows
-from segjax.data.pipeline import list_windows
-from segjax.data.pipeline import local_rows
-from segjax.data.pipeline import make_eval_batches
-from segjax.data.pipeline import make_train_iterator
-from segjax.data.pipeline import pad_documents
-from segjax.data.pipeline import padded_gold_and_mask
-from segjax.data.pipeline import sentence_labels
-from segjax.data.pipeline import stitch_window_probs
-from segjax.data.pipeline import Window
-from segjax.data.pipeline import window_starts
-from segjax.data.pipeline import window_table
-from segjax.data.pipeline import WindowTable
 from segjax.data.pydoc_corpus import pydoc_documents
 from segjax.data.splits import hold_out
 from segjax.data.splits import load_splits
@@ -52,3 +36,34 @@ from segjax.data.splits import SOURCES
 from segjax.data.text import split_sentences
 from segjax.data.text import Tokenizer
 from segjax.data.text import WordpieceTokenizer
+
+# Windows and batches, the part that imports grain (and through it JAX), load
+# on first use: building shards (`segjax.preprocess`) needs neither.
+_PIPELINE_NAMES = frozenset(
+    {
+        "document_lengths",
+        "document_windows",
+        "EvalBatches",
+        "gather_windows",
+        "list_windows",
+        "local_rows",
+        "make_eval_batches",
+        "make_train_iterator",
+        "pad_documents",
+        "padded_gold_and_mask",
+        "sentence_labels",
+        "stitch_window_probs",
+        "Window",
+        "window_starts",
+        "window_table",
+        "WindowTable",
+    }
+)
+
+
+def __getattr__(name):
+  if name in _PIPELINE_NAMES:
+    from segjax.data import pipeline  # pylint: disable=g-import-not-at-top
+
+    return getattr(pipeline, name)
+  raise AttributeError(f"module 'segjax.data' has no attribute {name!r}")

@@ -308,33 +308,63 @@ def _check_split_has_boundaries(folder, path, split, entry) -> None:
   )
 
 
-def _status_files(folder: pathlib.Path, part: int) -> list[pathlib.Path]:
-  """(done, failed): where a building process reports how its part went."""
-  return [folder / f"part-{part:05d}.{status}" for status in ("done", "failed")]
+def _status_file(folder: pathlib.Path, part: int) -> pathlib.Path:
+  """Where the process building `part` reports how it went."""
+  return folder / f"part-{part:05d}.status.json"
 
 
-def _wait_for_parts(folder: pathlib.Path, parts: int) -> dict[str, int]:
-  """Waits until every process reported its part; sums the skipped counts.
+def _report(folder: pathlib.Path, part: int, status: Mapping) -> None:
+  path = _status_file(folder, part)
+  partial = path.with_name(path.name + ".partial")
+  partial.write_text(json.dumps(status))
+  os.replace(partial, path)
+
+
+def _status(folder: pathlib.Path, part: int, attempt: str) -> dict | None:
+  """The report of `part` by a build of the same inputs in as many parts.
+
+  One from an earlier build (not yet replaced by its process) is as good as
+  a new one: that build wrote the very same files, or failed on the same
+  line. Another build's report, or none, is None.
+  """
+  try:
+    status = json.loads(_status_file(folder, part).read_text())
+  except (OSError, ValueError):
+    return None
+  return status if status.get("attempt") == attempt else None
+
+
+def _wait(what: str, ready: Callable[[], Any]) -> Any:
+  """Polls `ready()` until it is not None, logging every minute."""
+  waiting_since = time.time()
+  while (result := ready()) is None:
+    if time.time() - waiting_since > 60:
+      logging.info("Waiting for %s", what)
+      waiting_since = time.time()
+    time.sleep(0.1)
+  return result
+
+
+def _wait_for_parts(
+    folder: pathlib.Path, parts: int, attempt: str
+) -> dict[str, int]:
+  """Waits until every part is reported; sums the skipped counts.
 
   Raises:
     DataError: a process failed on bad input (its message), on every
-      process, so that none waits forever at a barrier for a dead one.
+      process, so that none waits forever for a dead one.
   """
-  waiting_since = time.time()
-  while True:
-    statuses = [_status_files(folder, part) for part in range(parts)]
-    for done, failed in statuses:
-      if failed.exists():
-        raise DataError(failed.read_text())
-    if all(done.exists() for done, _ in statuses):
-      break
-    if time.time() - waiting_since > 60:
-      logging.info("Waiting for the other processes' shards in %s", folder)
-      waiting_since = time.time()
-    time.sleep(0.2)
+
+  def reports():
+    statuses = [_status(folder, part, attempt) for part in range(parts)]
+    for status in statuses:
+      if status is not None and "error" in status:
+        raise DataError(status["error"])
+    return None if None in statuses else statuses
+
   total = {}
-  for done, _ in statuses:
-    for split, count in json.loads(done.read_text()).items():
+  for status in _wait(f"the other processes' shards in {folder}", reports):
+    for split, count in status["skipped"].items():
       total[split] = total.get(split, 0) + count
   return total
 
@@ -346,15 +376,16 @@ def build(
     *,
     process_index: int = 0,
     process_count: int = 1,
-    sync: Callable[[], None] = lambda: None,
     progress: bool = True,
 ) -> pathlib.Path:
   """Makes the shard folder of a corpus current; returns it.
 
   Every process of a job calls this: if the manifest is missing or its input
   files differ from the current ones, process i writes part i of every split
-  (its block of the input files), and process 0 writes the manifest once
-  all parts exist. `sync` is a barrier across the processes.
+  (its block of the input files) and reports it in the folder; process 0
+  writes the manifest once every part is reported, and the others wait for
+  it. The processes meet through the folder only (shared by all hosts, as
+  training needs it anyway), so no barrier or JAX is needed.
 
   Raises:
     DataError: missing folders, malformed files (naming file and line), a
@@ -376,11 +407,15 @@ def build(
   else:
     logging.info("Building the shards of %s in %s", data_config.path, folder)
   inputs = listed_inputs()
+  listings = {
+      split: documents_lib.listing_digest(split_input["files"])
+      for split, split_input in inputs.items()
+  }
+  attempt = hashlib.sha256(
+      json.dumps([listings, process_count], sort_keys=True).encode()
+  ).hexdigest()[:16]
   folder.mkdir(parents=True, exist_ok=True)
-  for status in _status_files(folder, process_index):
-    status.unlink(missing_ok=True)
-  sync()  # No process reads a status before every stale one is gone.
-  done, failed = _status_files(folder, process_index)
+  _status_file(folder, process_index).unlink(missing_ok=True)
   try:
     skipped = build_parts(
         data_config,
@@ -392,15 +427,15 @@ def build(
         progress=progress and process_index == 0,
     )
   except DataError as e:
-    failed.write_text(str(e))
+    _report(folder, process_index, {"attempt": attempt, "error": str(e)})
     raise
-  done.write_text(json.dumps(skipped))
-  total_skipped = _wait_for_parts(folder, process_count)
+  _report(folder, process_index, {"attempt": attempt, "skipped": skipped})
+  total_skipped = _wait_for_parts(folder, process_count, attempt)
   entries = {
       split: {
           "source": split_input["source"],
           "root": split_input["root"],
-          "listing": documents_lib.listing_digest(split_input["files"]),
+          "listing": listings[split],
           "parts": [
               _part_name(split, part, process_count)
               for part in range(process_count)
@@ -409,19 +444,25 @@ def build(
       }
       for split, split_input in inputs.items()
   }
-  # On every process, so that none waits at the barrier for one that failed.
+  # On every process, so that none waits for a manifest that never comes.
   for split, entry in entries.items():
     _check_split_has_boundaries(folder, data_config.path, split, entry)
+  manifest = {
+      "built_from": built_from(data_config, tokenizer),
+      "splits": entries,
+  }
   if process_index == 0:
     for split, split_input in inputs.items():
       partial = folder / f"{split}.files.json.partial"
       partial.write_text(json.dumps(split_input["files"]))
       os.replace(partial, folder / f"{split}.files.json")
-    _write_manifest(
-        folder,
-        {"built_from": built_from(data_config, tokenizer), "splits": entries},
+    _write_manifest(folder, manifest)
+  else:
+    written = json.loads(json.dumps(manifest))
+    _wait(
+        f"process 0 to write {folder / MANIFEST}",
+        lambda: True if read_manifest(folder) == written else None,
     )
-  sync()
   return folder
 
 

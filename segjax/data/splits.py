@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pathlib
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from absl import logging
 import numpy as np
@@ -208,7 +208,6 @@ def open_splits(
     *,
     process_index: int = 0,
     process_count: int = 1,
-    sync: Callable[[], None] = lambda: None,
 ) -> dict[str, corpus_lib.Corpus]:
   """The train/dev/test corpora of a data config, for training.
 
@@ -235,7 +234,6 @@ def open_splits(
       workdir,
       process_index=process_index,
       process_count=process_count,
-      sync=sync,
   )
   manifest = shards.read_manifest(folder)
   splits, skipped = {}, {}

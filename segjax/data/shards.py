@@ -20,6 +20,7 @@ the list itself). Layout:
   <folder>/<split>-<part>-of-<parts>.offsets.npy their byte offsets
   <folder>/<split>-<part>-of-<parts>.<array>.npy lengths, segments,
                                                  ranks, gold
+  <folder>/part-<part>.status.json               how building it went
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ import sys
 import time
 
 from absl import app
+from absl import flags
 from absl import logging
 
 from segjax import cli
@@ -29,6 +30,9 @@ from segjax import config_lib
 from segjax import data
 from segjax import metric_writers
 from segjax.data import shards
+
+# `--help` lists the shared flags as this command's own.
+flags.adopt_module_key_flags(cli)
 
 _PROGRAM = "segjax.preprocess"
 

@@ -14,6 +14,7 @@ import sys
 import time
 
 from absl import app
+from absl import flags
 from absl import logging
 import jax
 
@@ -23,6 +24,9 @@ from segjax import config_lib
 from segjax import data
 from segjax import metric_writers
 from segjax import trainer
+
+# `--help` lists the shared flags as this command's own.
+flags.adopt_module_key_flags(cli)
 
 
 def main(argv: list[str]) -> None:

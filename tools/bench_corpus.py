@@ -12,7 +12,9 @@ order), and measures, each in fresh processes:
   * reading the text into memory (`segjax.data.load_splits`, what every
     process of a run did before the shards existed; with `--baseline_tree`
     also that checkout's);
-  * `segjax.preprocess` into shards of records with 1 and 2 processes;
+  * `segjax.preprocess` into shards of records with 1 and 2 processes
+    (these rows and the reading ones: `--repeats` rounds of every row in
+    turn, and the median of each);
   * training the hashed-word model (`configs/boundary.py:hashed`) on the
     shards, with 1 process x 1 device and 2 processes x 2 devices: time
     from launch to the first step's metrics line, peak RSS per process,
@@ -20,14 +22,15 @@ order), and measures, each in fresh processes:
 
 With `--baseline_tree` (a checkout of another segjax version) the training
 rows are also measured with that code on the same corpus; with
-`--preprocess_baseline_tree` the preprocessing rows, each right after the
-new code's. Writes the
+`--preprocess_baseline_tree` the preprocessing rows, in the same rounds.
+Writes the
 `bench_corpus` section of BENCHMARKS.md unless `--no-write`.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import pathlib
@@ -39,6 +42,7 @@ import sys
 import time
 
 import bench_report
+import numpy as np
 
 REPO = bench_report.REPO_ROOT
 # `python -c <this> <module or -c code> args...`: runs the module as
@@ -246,6 +250,13 @@ def main() -> None:
       "--work", type=pathlib.Path, default=pathlib.Path("/tmp/bench_corpus")
   )
   parser.add_argument("--steps", type=int, default=30)
+  parser.add_argument(
+      "--repeats",
+      type=int,
+      default=3,
+      help="runs of each reading and preprocessing row; the table gives the"
+      " median",
+  )
   parser.add_argument("--baseline_tree", type=pathlib.Path, default=None)
   parser.add_argument(
       "--in_memory_max_documents",
@@ -299,25 +310,41 @@ def main() -> None:
       row["preprocess_baseline_commit"] = bench_report.commit(
           args.preprocess_baseline_tree
       )
+    timed = {}  # Key -> a run of it; each is timed --repeats times.
     if num_documents <= args.read_max_documents:
-      row["read_text"] = read_text(corpus, REPO)
+      timed["read_text"] = functools.partial(read_text, corpus, REPO)
       if args.baseline_tree:  # What each process read before the shards.
-        row["read_text_baseline"] = read_text(corpus, args.baseline_tree)
+        timed["read_text_baseline"] = functools.partial(
+            read_text, corpus, args.baseline_tree
+        )
     preprocess_counts = [int(p) for p in args.preprocess_processes.split(",")]
     preprocess_trees = {"": REPO}
     if args.preprocess_baseline_tree:
       preprocess_trees["_baseline"] = args.preprocess_baseline_tree
     for processes in preprocess_counts:
       for suffix, tree in preprocess_trees.items():
-        key = f"preprocess_{processes}{suffix}"
-        row[key] = preprocess(
+        timed[f"preprocess_{processes}{suffix}"] = functools.partial(
+            preprocess,
             corpus,
             args.work / f"shards-{num_documents}-{processes}{suffix}",
             processes,
             log_dir,
             tree=tree,
         )
-        print(num_documents, key, row[key], flush=True)
+    # Rounds of every row in turn, so that a slow minute of a shared machine
+    # slows one run of each row rather than every run of one.
+    runs = {key: [] for key in timed}
+    for _ in range(args.repeats):
+      for key, run in timed.items():
+        runs[key].append(run())
+        print(num_documents, key, runs[key][-1], flush=True)
+    for key, results_of_key in runs.items():
+      seconds = [r["seconds"] for r in results_of_key]
+      row[key] = {
+          "seconds": float(np.median(seconds)),
+          "runs_seconds": seconds,
+          "peak_rss_gb": max(r["peak_rss_gb"] for r in results_of_key),
+      }
     trees = {"new": REPO}
     if args.baseline_tree and in_memory:
       trees["baseline"] = args.baseline_tree
@@ -349,6 +376,13 @@ def _vs_reading(result: dict, row: dict) -> str:
   return f"{result['seconds'] / read['seconds']:.2f}" if read else ""
 
 
+def _seconds(result: dict) -> str:
+  """The median time, and the range of the runs when there were several."""
+  runs = result.get("runs_seconds", [])
+  spread = f" ({min(runs):.1f}-{max(runs):.1f})" if len(runs) > 1 else ""
+  return f"{result['seconds']:.1f} s{spread}"
+
+
 def write_section(rows, args) -> None:
   lines = []
   for row in rows:
@@ -361,7 +395,7 @@ def write_section(rows, args) -> None:
         r = row[key]
         lines.append(
             f"| {n:,} | read the text (load_splits) ({row[commit_key]}) |"
-            f" {r['seconds']:.1f} s | {_vs_reading(r, row)} | |"
+            f" {_seconds(r)} | {_vs_reading(r, row)} | |"
             f" {r['peak_rss_gb']:.2f} | |"
         )
     for key, r in row.items():
@@ -374,7 +408,7 @@ def write_section(rows, args) -> None:
         code = f" ({row[commit_key]})" if commit_key in row else ""
         lines.append(
             f"| {n:,} | preprocess, {key.split('_')[1]} process(es){code} |"
-            f" {r['seconds']:.1f} s | {_vs_reading(r, row)} | |"
+            f" {_seconds(r)} | {_vs_reading(r, row)} | |"
             f" {r['peak_rss_gb']:.2f} | |"
         )
     for key, r in row.items():
@@ -400,7 +434,9 @@ def write_section(rows, args) -> None:
           "`--preprocess_baseline_tree` for preprocessing). The corpus is "
           "in the page cache for every row (read once, untimed, first). "
           "Time ÷ read: a row's time over the baseline checkout's reading of "
-          "the text (what every process of a run did before the shards).",
+          "the text (what every process of a run did before the shards). "
+          "Reading and preprocessing: the median of `--repeats` runs (their "
+          "range in brackets), taken in rounds of every row in turn.",
           [
               "documents",
               "what",

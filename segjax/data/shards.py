@@ -132,7 +132,7 @@ def _write_part(folder: pathlib.Path, name: str, encoded: Iterable) -> None:
     for document_name, tokens, gold, sentences in encoded:
       yield corpus_lib.encode_record(tokens, gold, sentences)
       index["lengths"].append(len(gold))
-      index["segments"].append(int(gold.sum()))
+      index["segments"].append(int(np.count_nonzero(gold)))
       index["ranks"].append(corpus_lib.name_rank(document_name))
       index["gold"].append(gold)
 

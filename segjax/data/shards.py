@@ -342,7 +342,7 @@ def _wait(what: str, ready: Callable[[], Any]) -> Any:
     if time.time() - waiting_since > 60:
       logging.info("Waiting for %s", what)
       waiting_since = time.time()
-    time.sleep(0.1)
+    time.sleep(0.2)
   return result
 
 

@@ -12,8 +12,9 @@ processes share the work, each writing its block of the input files:
 on one machine, the same command on every host of a pod. They meet through
 the shard folder only, so preprocessing needs neither JAX nor a device and
 does not import them (except on a Cloud TPU pod without the job flags, where
-JAX says which host is which); it checks the config sections it reads, data
-and tokenizer, and training checks the rest. A corpus whose shards are current is not read again.
+JAX says which host is which). It checks the config sections it reads (data
+and tokenizer; training checks the rest). A corpus whose shards are current
+is not read again.
 """
 
 from __future__ import annotations

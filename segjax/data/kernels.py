@@ -95,12 +95,13 @@ def _header_kind(data, start, end):
 
 
 @_inlined
-def _is_space_at(data, i, char_classes):
+def _class_at(data, i, char_classes):
+  """(class, byte length) of the character starting at byte i."""
   lead = data[i]
   if lead < 0x80:
-    return char_classes[lead] == 0
-  point, _ = _character(data, i)
-  return char_classes[point] == 0
+    return char_classes[lead], 1
+  point, length = _character(data, i)
+  return char_classes[point], length
 
 
 @_kernel
@@ -139,16 +140,17 @@ def wiki727k_lines(data, char_classes):
         i += 1
         char += 1
     # Strip: white space is rare at the ends, so these loops are short.
-    while start < end and _is_space_at(data, start, char_classes):
-      start += 1
+    while start < end:
+      kind, length = _class_at(data, start, char_classes)
+      if kind != 0:
+        break
+      start += length
       start_char += 1
-      while start < end and data[start] & 0xC0 == 0x80:
-        start += 1
     while end > start:
       last = end - 1
       while data[last] & 0xC0 == 0x80:
         last -= 1
-      if not _is_space_at(data, last, char_classes):
+      if _class_at(data, last, char_classes)[0] != 0:
         break
       end = last
       end_char -= 1
@@ -166,16 +168,6 @@ def wiki727k_lines(data, char_classes):
       lines[count, 4] = SENTENCE
     count += 1
   return lines[:count]
-
-
-@_inlined
-def _class_at(data, i, char_classes):
-  """(class, byte length) of the character starting at byte i."""
-  lead = data[i]
-  if lead < 0x80:
-    return char_classes[lead], 1
-  point, length = _character(data, i)
-  return char_classes[point], length
 
 
 @_inlined

@@ -336,9 +336,9 @@ def _status(folder: pathlib.Path, part: int, attempt: str) -> dict | None:
 
 
 def _wait(what: str, ready: Callable[[], Any]) -> Any:
-  """Polls `ready()` until it is not None, logging every minute."""
+  """Polls `ready()` until it returns something true, logging every minute."""
   waiting_since = time.time()
-  while (result := ready()) is None:
+  while not (result := ready()):
     if time.time() - waiting_since > 60:
       logging.info("Waiting for %s", what)
       waiting_since = time.time()
@@ -462,7 +462,7 @@ def build(
     written = json.loads(json.dumps(manifest))
     _wait(
         f"process 0 to write {folder / MANIFEST}",
-        lambda: True if read_manifest(folder) == written else None,
+        lambda: read_manifest(folder) == written,
     )
   return folder
 

@@ -297,7 +297,7 @@ class Tokenizer:
     lengths = np.fromiter(map(len, sentences), np.int64, len(sentences))
     starts = np.cumsum(lengths + 1) - (lengths + 1)
     # The space ends each sentence's last word.
-    return self.encode_text(
+    return self._encode_spans(
         " ".join(sentences), np.stack([starts, starts + lengths], axis=1)
     )
 
@@ -322,6 +322,10 @@ class Tokenizer:
           f"sentences must be ordered, disjoint spans of the text's"
           f" {len(text)} characters"
       )
+    return self._encode_spans(text, sentences)
+
+  def _encode_spans(self, text: str, sentences: np.ndarray) -> np.ndarray:
+    """`encode_text` of spans known to be in order and inside the text."""
     if self.lowercase:
       lowered = text.lower()
       if len(lowered) != len(text):
